@@ -1,0 +1,74 @@
+"""relocnet's configuration keys: every new key lives under INPUT.VIDEO.* or MODEL.RELOC.*."""
+from detectron2.config import CfgNode as CN
+
+
+def add_relocnet_config(cfg: CN) -> None:
+    """Add relocnet's keys (with their defaults) to a detectron2 config, in place."""
+    _C = cfg
+
+    # ---------------------------------------------------------------- video input (paper §3.1, §4.1)
+    _C.INPUT.VIDEO = CN()
+    _C.INPUT.VIDEO.FPS = 24  # frames decoded per second of video (N in the paper)
+    _C.INPUT.VIDEO.NUM_MICRO = 3  # micro sub-clips per 1-second sub-clip
+    _C.INPUT.VIDEO.HEIGHT = 240  # frames are resized to HEIGHT x WIDTH before the backbone
+    _C.INPUT.VIDEO.WIDTH = 320
+    _C.INPUT.VIDEO.QUERY_SECONDS = 5  # query input length; shorter queries are zero-padded (§4.1)
+    _C.INPUT.VIDEO.MIN_QUERY_SECONDS = 2  # queries shorter than this are rejected
+    _C.INPUT.VIDEO.REFERENCE_SECONDS = 5  # K: reference window length in seconds
+    _C.INPUT.VIDEO.WINDOW_OVERLAP = 4  # seconds shared by consecutive reference windows
+    _C.INPUT.VIDEO.CROP_AROUND_GT_PROB = 0.9  # training: p of a random reference crop around the GT
+    _C.INPUT.VIDEO.COLOR_JITTER = 0.2  # training: strength of brightness/contrast jitter (0 = off)
+    _C.INPUT.VIDEO.HFLIP_PROB = 0.5  # training: p of flipping query and reference together
+    _C.INPUT.VIDEO.DECODE_CACHE = ""  # optional directory of decoded-frame caches ("" = none)
+
+    # ---------------------------------------------------------------- the method
+    _C.MODEL.RELOC = CN()
+    # Which feature scales feed matching (paper's ablations): any of spatial, micro, macro.
+    _C.MODEL.RELOC.FEATURES = ["spatial", "micro", "macro"]
+    # How query and reference ROI features are compared: "correlation" (eq. 15) or "concat".
+    _C.MODEL.RELOC.MATCHER = "correlation"
+    _C.MODEL.RELOC.QUERY_POOLING = "mean"  # how valid query seconds are combined: mean | max
+
+    # Micro spatio-temporal branch (eqs. 2-5)
+    _C.MODEL.RELOC.MICRO = CN()
+    _C.MODEL.RELOC.MICRO.NAME = "I3D"  # I3D (PyTorchVideo I3D-R50) | Light3D (small CPU 3D CNN)
+    _C.MODEL.RELOC.MICRO.DEPTH = 50  # I3D-R50
+    _C.MODEL.RELOC.MICRO.WIDTH = 64  # stem width of the 3D CNN
+    _C.MODEL.RELOC.MICRO.OUT_CHANNELS = 512  # channels of Tm after projection
+    _C.MODEL.RELOC.MICRO.WEIGHTS = ""  # Kinetics checkpoint (PyTorchVideo layout): path or URL
+
+    # Macro spatio-temporal branch (eqs. 6-9)
+    _C.MODEL.RELOC.MACRO = CN()
+    _C.MODEL.RELOC.MACRO.HIDDEN = 64  # channels of the ConvLSTM states c, h, hh
+    _C.MODEL.RELOC.MACRO.KERNEL = 3  # ConvLSTM kernel size
+
+    # Spatial branch (eq. 1): detectron2's ResNet configured by MODEL.RESNETS, output res4.
+    _C.MODEL.RELOC.SPATIAL_WEIGHTS = ""  # ImageNet ResNet checkpoint (torchvision or d2): path/URL
+
+    # Correlation (eq. 15)
+    _C.MODEL.RELOC.CORR = CN()
+    _C.MODEL.RELOC.CORR.PATCH = 0  # s: the patch is (2s+1) x (2s+1)
+    _C.MODEL.RELOC.CORR.WINDOW = 7  # W: displacements form a W x W neighbourhood
+    _C.MODEL.RELOC.CORR.IMPL = "fast"  # fast (GEMM) | reference (loop, for tests)
+    _C.MODEL.RELOC.CORR.NORMALIZE = True  # divide by channels x patch area (FlowNet convention)
+
+    # ROI pooling and head (eqs. 13-20)
+    _C.MODEL.RELOC.POOLER_RESOLUTION = 14
+    _C.MODEL.RELOC.POOLER_SAMPLING_RATIO = 0
+    _C.MODEL.RELOC.HEAD = CN()
+    _C.MODEL.RELOC.HEAD.CHANNELS = 512  # channels of the ResNet stage over correlation maps
+    _C.MODEL.RELOC.HEAD.NUM_BLOCKS = 2  # bottleneck blocks in that stage
+    _C.MODEL.RELOC.HEAD.BATCH_SIZE_PER_IMAGE = 64  # proposals sampled per reference second
+    _C.MODEL.RELOC.HEAD.POSITIVE_FRACTION = 0.25
+    _C.MODEL.RELOC.HEAD.IOU_THRESHOLD = 0.5  # proposal/GT IoU that makes a proposal a positive
+    _C.MODEL.RELOC.HEAD.SMOOTH_L1_BETA = 0.0
+    _C.MODEL.RELOC.HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+    _C.MODEL.RELOC.HEAD.SCORE_THRESH_TEST = 0.05
+    _C.MODEL.RELOC.HEAD.NMS_THRESH_TEST = 0.5
+    _C.MODEL.RELOC.HEAD.DETECTIONS_PER_SECOND = 10
+
+    # Temporal decoding of per-second scores into segments
+    _C.MODEL.RELOC.DECODER = CN()
+    _C.MODEL.RELOC.DECODER.NAME = "runs"  # "paper": first..last matched second | "runs"
+    _C.MODEL.RELOC.DECODER.THRESHOLD = 0.5  # a second matches when its score exceeds this
+    _C.MODEL.RELOC.DECODER.TOP_K = 5  # segments returned per pair
