@@ -1,0 +1,14 @@
+"""relocnet's models; importing this module registers them with detectron2's registries."""
+from . import decoding, windows
+from .heads import CorrelationHead, RegionMatcher, RelocROIHeads
+from .meta_arch import RelocRCNN, RelocTemporal
+
+__all__ = [
+    "CorrelationHead",
+    "RegionMatcher",
+    "RelocROIHeads",
+    "RelocRCNN",
+    "RelocTemporal",
+    "decoding",
+    "windows",
+]

@@ -1,0 +1,100 @@
+"""From per-second match scores to scored temporal segments (MODEL.RELOC.DECODER).
+
+A segment is ``[s, e]`` in absolute seconds of the video file: it starts at the first matched
+second's sub-clip and ends where the last matched second's sub-clip ends, so
+``[first_second, last_second + 1]``.
+
+Two rules, picked by ``MODEL.RELOC.DECODER.NAME``:
+
+- ``"paper"`` (§4.1): one segment from the first to the last second whose score exceeds the
+  threshold, scored by the mean score of all seconds inside it. When no second exceeds the
+  threshold, the single best second.
+- ``"runs"``: every maximal run of consecutive seconds above the threshold is a candidate;
+  runs are ranked by the area of the score curve above the threshold, ``sum(score - thr)``
+  over the run, and the best ``TOP_K`` are returned. Why this score: the mean favours one-second
+  spikes (usually false positives: a 1 s run at 0.95 would beat a 20 s run at 0.9), the plain sum
+  favours long runs that barely pass the threshold; the area above the threshold grows with both
+  length and confidence and is the only one of the three that does not let either alone win.
+  The paper's rule glues distant false positives to the true action into one long segment; the
+  runs rule keeps them apart and ranks them. When no run exists, the best second alone is
+  returned, with the same score formula (then <= 0).
+"""
+from typing import Sequence, Tuple
+
+import torch
+
+__all__ = ["decode_segments", "decode_paper", "decode_runs"]
+
+
+def _check(scores: torch.Tensor, seconds: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    scores = torch.as_tensor(scores, dtype=torch.float32).flatten()
+    seconds = torch.as_tensor(seconds, dtype=torch.long).flatten()
+    if scores.numel() == 0 or scores.shape != seconds.shape:
+        raise ValueError(
+            f"decoding needs one score per second and at least one second; got scores of shape "
+            f"{tuple(scores.shape)} and seconds of shape {tuple(seconds.shape)}"
+        )
+    return scores, seconds
+
+
+def _segments(pairs: Sequence[Tuple[int, int]], values: Sequence[float], seconds: torch.Tensor):
+    """(K, 2) float segments [seconds[i], seconds[j] + 1] and (K,) scores for index runs (i, j)."""
+    segs = torch.tensor(
+        [[float(seconds[i]), float(seconds[j]) + 1.0] for i, j in pairs], dtype=torch.float32
+    ).reshape(-1, 2)
+    return segs, torch.tensor(list(values), dtype=torch.float32)
+
+
+def decode_paper(
+    scores: torch.Tensor, seconds: torch.Tensor, *, threshold: float
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The paper's rule: first to last second above ``threshold``; score = mean inside."""
+    scores, seconds = _check(scores, seconds)
+    above = torch.nonzero(scores > threshold).flatten()
+    if above.numel() == 0:
+        best = int(torch.argmax(scores))
+        return _segments([(best, best)], [float(scores[best])], seconds)
+    i, j = int(above[0]), int(above[-1])
+    return _segments([(i, j)], [float(scores[i : j + 1].mean())], seconds)
+
+
+def decode_runs(
+    scores: torch.Tensor, seconds: torch.Tensor, *, threshold: float, top_k: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Maximal runs of consecutive seconds above ``threshold``, best ``top_k`` by area above it.
+
+    A run breaks where the score drops to the threshold or below, and where ``seconds`` skips a
+    second. Ties keep the earlier run first.
+    """
+    if top_k < 1:
+        raise ValueError(f"DECODER.TOP_K must be >= 1, got {top_k}")
+    scores, seconds = _check(scores, seconds)
+    excess = (scores - threshold).tolist()
+    runs, start = [], None
+    for k in range(len(excess) + 1):
+        inside = k < len(excess) and excess[k] > 0
+        if inside and start is not None and int(seconds[k]) != int(seconds[k - 1]) + 1:
+            runs.append((start, k - 1))
+            start = None
+        if inside and start is None:
+            start = k
+        elif not inside and start is not None:
+            runs.append((start, k - 1))
+            start = None
+    if not runs:
+        best = int(torch.argmax(scores))
+        return _segments([(best, best)], [excess[best]], seconds)
+    areas = [sum(excess[i : j + 1]) for i, j in runs]
+    order = sorted(range(len(runs)), key=lambda r: -areas[r])[:top_k]  # stable: ties by start
+    return _segments([runs[r] for r in order], [areas[r] for r in order], seconds)
+
+
+def decode_segments(
+    scores: torch.Tensor, seconds: torch.Tensor, *, name: str, threshold: float, top_k: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Dispatch on ``MODEL.RELOC.DECODER.NAME``; returns ``(segments (K, 2), scores (K,))``."""
+    if name == "paper":
+        return decode_paper(scores, seconds, threshold=threshold)
+    if name == "runs":
+        return decode_runs(scores, seconds, threshold=threshold, top_k=top_k)
+    raise ValueError(f"unknown MODEL.RELOC.DECODER.NAME {name!r}; expected 'paper' or 'runs'")

@@ -1,0 +1,257 @@
+"""Matching and scoring of reference regions against query objects (paper §3.3-3.4, eqs. 15-20).
+
+- :class:`RegionMatcher`: every (reference ROI p, query object d) pair, p-major (row p*D + d), as
+  a map: the patch-wise correlation of eq. 15 (``MODEL.RELOC.MATCHER = "correlation"``, W*W
+  channels) or the V_concat ablation (``"concat"``: a 1x1 convolution over the channel
+  concatenation [query, reference], also W*W channels, so both variants feed the same head and
+  the ablation changes only the matching operation).
+- :class:`CorrelationHead`: a ResNet stage over those maps, global average pooling (eq. 16), a
+  box-regression fc (eq. 17, class-agnostic deltas) and a match-score fc (eq. 18, a logit: the
+  sigmoid is applied by the losses and at inference).
+- :class:`RelocROIHeads` (ROI_HEADS_REGISTRY, ``MODEL.ROI_HEADS.NAME: "RelocROIHeads"``):
+  detectron2's proposal sampling (GT boxes appended, IoU >= HEAD.IOU_THRESHOLD is a positive),
+  the losses of eqs. 19-20 and per-second detection post-processing, around a CorrelationHead.
+"""
+import math
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, cat
+from detectron2.modeling import ROI_HEADS_REGISTRY
+from detectron2.modeling.backbone.resnet import BottleneckBlock, ResNet
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.matcher import Matcher
+from detectron2.modeling.roi_heads import ROIHeads
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
+from detectron2.structures import Boxes, Instances
+from fvcore.nn import smooth_l1_loss, weight_init
+from torch import nn
+
+from ..correlation import correlate_all_pairs
+
+__all__ = ["RegionMatcher", "CorrelationHead", "RelocROIHeads"]
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups: batch-independent (the temporal head sees only B*K maps)."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+class RegionMatcher(nn.Module):
+    """(P, C, S, S) reference ROIs x (D, C, S, S) query ROIs -> (P*D, W*W, S, S), p-major."""
+
+    def __init__(
+        self,
+        *,
+        mode: str,
+        in_channels: int,
+        patch: int,
+        window: int,
+        normalize: bool,
+        impl: str,
+    ):
+        super().__init__()
+        if mode not in ("correlation", "concat"):
+            raise ValueError(f"MODEL.RELOC.MATCHER must be 'correlation' or 'concat', got {mode!r}")
+        self.mode = mode
+        self.corr_kwargs = dict(patch=patch, window=window, normalize=normalize, impl=impl)
+        self.out_channels = window * window
+        if mode == "concat":
+            # A 1x1 conv over cat([query, ref]) is W_q * query + W_r * ref: computed per side and
+            # broadcast over the P x D pairs, so the 2C-channel concatenation is never built.
+            self.reduce_query = Conv2d(in_channels, self.out_channels, 1)
+            self.reduce_ref = Conv2d(in_channels, self.out_channels, 1, bias=False)
+            weight_init.c2_msra_fill(self.reduce_query)
+            weight_init.c2_msra_fill(self.reduce_ref)
+
+    def forward(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        if self.mode == "correlation":
+            return correlate_all_pairs(ref, query, **self.corr_kwargs)
+        r = self.reduce_ref(ref).unsqueeze(1)  # (P, 1, W2, S, S)
+        q = self.reduce_query(query).unsqueeze(0)  # (1, D, W2, S, S)
+        return (r + q).flatten(0, 1)
+
+
+class CorrelationHead(nn.Module):
+    """Matcher, ResNet stage, global average pooling, match logit and (optional) box deltas."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        matcher: RegionMatcher,
+        channels: int,
+        num_blocks: int,
+        box_reg: bool,
+    ):
+        """
+        Args:
+            matcher: builds the P*D pair maps.
+            channels: output channels of the ResNet stage (512 in the paper: ResNet "block 3").
+            num_blocks: bottleneck blocks in the stage; the first has stride 2, as in ResNet.
+            box_reg: whether to predict class-agnostic box deltas (False for the temporal model).
+        """
+        super().__init__()
+        if num_blocks < 1:
+            raise ValueError(f"MODEL.RELOC.HEAD.NUM_BLOCKS must be >= 1, got {num_blocks}")
+        self.matcher = matcher
+        blocks = ResNet.make_stage(
+            BottleneckBlock,
+            num_blocks,
+            in_channels=matcher.out_channels,
+            out_channels=channels,
+            bottleneck_channels=max(channels // 4, 1),
+            stride_per_block=[2] + [1] * (num_blocks - 1),
+            norm=_group_norm,
+        )
+        self.stage = nn.Sequential(*blocks)
+        self.cls_score = nn.Linear(channels, 1)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.constant_(self.cls_score.bias, 0.0)
+        self.bbox_pred = nn.Linear(channels, 4) if box_reg else None
+        if self.bbox_pred is not None:
+            nn.init.normal_(self.bbox_pred.weight, std=0.001)
+            nn.init.constant_(self.bbox_pred.bias, 0.0)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int, box_reg: bool = True):
+        r = cfg.MODEL.RELOC
+        matcher = RegionMatcher(
+            mode=r.MATCHER,
+            in_channels=in_channels,
+            patch=r.CORR.PATCH,
+            window=r.CORR.WINDOW,
+            normalize=r.CORR.NORMALIZE,
+            impl=r.CORR.IMPL,
+        )
+        return dict(
+            matcher=matcher, channels=r.HEAD.CHANNELS, num_blocks=r.HEAD.NUM_BLOCKS, box_reg=box_reg
+        )
+
+    def forward(
+        self, ref: torch.Tensor, query: torch.Tensor
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(P, C, S, S), (D, C, S, S) -> logits (P, D) and deltas (P, D, 4) (or None)."""
+        p, d = ref.shape[0], query.shape[0]
+        x = self.stage(self.matcher(ref, query)) if p > 0 else None
+        if x is None:  # no region at this second: empty outputs that keep the graph
+            zero = ref.sum() * 0.0
+            deltas = ref.new_zeros((0, d, 4)) + zero if self.bbox_pred is not None else None
+            return ref.new_zeros((0, d)) + zero, deltas
+        x = x.mean(dim=(2, 3))  # eq. 16
+        logits = self.cls_score(x).view(p, d)  # eq. 18 before the sigmoid
+        deltas = self.bbox_pred(x).view(p, d, 4) if self.bbox_pred is not None else None  # eq. 17
+        return logits, deltas
+
+
+@ROI_HEADS_REGISTRY.register()
+class RelocROIHeads(ROIHeads):
+    """Proposal sampling, eq. 19-20 losses and per-second post-processing around the head.
+
+    ``num_classes`` is 1: after :meth:`label_and_sample_proposals`, ``gt_classes`` 0 marks a
+    positive (IoU >= threshold with a matching actor of that second), 1 a negative.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        head: CorrelationHead,
+        box2box_transform: Box2BoxTransform,
+        smooth_l1_beta: float,
+        test_score_thresh: float,
+        test_nms_thresh: float,
+        test_detections_per_second: int,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if head.bbox_pred is None:
+            raise ValueError("RelocROIHeads needs a CorrelationHead with box regression")
+        self.head = head
+        self.box2box_transform = box2box_transform
+        self.smooth_l1_beta = smooth_l1_beta
+        self.test_score_thresh = test_score_thresh
+        self.test_nms_thresh = test_nms_thresh
+        self.test_detections_per_second = test_detections_per_second
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        h = cfg.MODEL.RELOC.HEAD
+        ret = super().from_config(cfg)
+        ret.update(
+            num_classes=1,
+            batch_size_per_image=h.BATCH_SIZE_PER_IMAGE,
+            positive_fraction=h.POSITIVE_FRACTION,
+            proposal_append_gt=True,
+            proposal_matcher=Matcher([h.IOU_THRESHOLD], [0, 1], allow_low_quality_matches=False),
+            head=CorrelationHead(cfg, input_shape["features"].channels, box_reg=True),
+            box2box_transform=Box2BoxTransform(weights=h.BBOX_REG_WEIGHTS),
+            smooth_l1_beta=h.SMOOTH_L1_BETA,
+            test_score_thresh=h.SCORE_THRESH_TEST,
+            test_nms_thresh=h.NMS_THRESH_TEST,
+            test_detections_per_second=h.DETECTIONS_PER_SECOND,
+        )
+        return ret
+
+    def forward(  # type: ignore[override]
+        self, ref_rois: torch.Tensor, query_rois: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Reference ROIs (P, C, S, S) of one pair vs its query ROIs (D, C, S, S): logits (P, D),
+        deltas (P, D, 4). The meta-architecture does the pooling (shared with the query side)."""
+        return self.head(ref_rois, query_rois)
+
+    def losses(
+        self, logits: torch.Tensor, deltas: torch.Tensor, proposals: List[Instances]
+    ) -> Dict[str, torch.Tensor]:
+        """Eq. 20 (BCE, mean over every sampled proposal x query object) and eq. 19 (smooth-L1
+        on positives, divided by the same count, as detectron2's Fast R-CNN does).
+
+        ``logits`` (R, D) and ``deltas`` (R, D, 4) follow the order of the concatenated sampled
+        ``proposals``. The label of a proposal is shared by its D query objects (training uses
+        D = 1, as in the paper).
+        """
+        gt_classes = cat([p.gt_classes for p in proposals], dim=0)
+        fg = gt_classes == 0
+        d = logits.shape[1]
+        labels = fg.to(logits.dtype)[:, None].expand_as(logits)
+        loss_cls = F.binary_cross_entropy_with_logits(logits, labels, reduction="mean")
+        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)[fg]
+        gt_boxes = cat(
+            [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals]
+        )[fg]
+        gt_deltas = self.box2box_transform.get_deltas(proposal_boxes, gt_boxes)  # (F, 4)
+        loss_box = smooth_l1_loss(
+            deltas[fg],
+            gt_deltas[:, None, :].expand(-1, d, -1),
+            beta=self.smooth_l1_beta,
+            reduction="sum",
+        ) / max(logits.numel(), 1)
+        return {"loss_cls": loss_cls, "loss_box_reg": loss_box}
+
+    def inference(
+        self,
+        scores: torch.Tensor,
+        deltas: torch.Tensor,
+        proposal_boxes: Boxes,
+        image_size: Tuple[int, int],
+    ) -> Instances:
+        """One reference second: match probabilities (P, D) and deltas (P, D, 4) -> detections.
+
+        Score threshold, NMS among the boxes of each query object, top DETECTIONS_PER_SECOND
+        (detectron2's Fast R-CNN post-processing with query objects as classes). Fields:
+        pred_boxes (input pixels), scores, pred_classes = index d of the matched query object.
+        """
+        p, d = scores.shape
+        boxes = self.box2box_transform.apply_deltas(deltas.reshape(p, d * 4), proposal_boxes.tensor)
+        with_bg = torch.cat([scores, scores.new_zeros((p, 1))], dim=1)  # the API's background column
+        instances, _ = fast_rcnn_inference_single_image(
+            boxes,
+            with_bg,
+            image_size,
+            self.test_score_thresh,
+            self.test_nms_thresh,
+            self.test_detections_per_second,
+        )
+        return instances

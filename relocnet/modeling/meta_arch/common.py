@@ -1,0 +1,225 @@
+"""What the two re-localization meta-architectures share: input format, normalization, windows,
+query ROI features and the temporal outputs.
+
+Input: a list of pairs, one dict each, as produced by ``relocnet.data.mapper.RelocPairMapper``:
+
+- ``"pair_id"`` str, ``"task"`` str ("temporal" | "spatio_temporal");
+- ``"query"``: uint8 Tensor (Tq, N, H, W, 3), RGB frames of the query seconds, already resized to
+  INPUT.VIDEO.HEIGHT x WIDTH; ``"query_valid"``: BoolTensor (Tq,), False for the zero-padded
+  seconds (§4.1 pads queries to QUERY_SECONDS; padding comes after the real seconds);
+- ``"query_boxes"``: Tensor (Tq, D, 4), XYXY in input pixels, D >= 1 query objects
+  (spatio-temporal only; boxes of padded seconds are ignored);
+- ``"reference"``: uint8 Tensor (Tr, N, H, W, 3); ``"reference_seconds"``: LongTensor (Tr,),
+  the absolute second of each reference second (consecutive);
+- ``"match"``: Tensor (Tr,) float 0/1 per-second ground truth (training);
+- ``"instances"``: list of Tr ``Instances(image_size=(H, W))`` with ``gt_boxes`` of the actors
+  that match the query at that second (training, spatio-temporal);
+- ``"actor_instances"`` (optional): the same with *all* actors; the RPN is trained on it when
+  present (an RPN finds objects, not matches), else on ``"instances"``;
+- ``"height"``, ``"width"``: size of the video file (outputs are rescaled to it);
+  ``"input_size"``: (H, W).
+
+Output (inference, one dict per pair; see the contracts): ``"second_scores"`` (Tr,),
+``"seconds"`` (Tr,), ``"segments"`` (K, 2) absolute seconds, ``"segment_scores"`` (K,); the
+spatio-temporal model adds ``"instances"`` (image_size = file size; pred_boxes, scores, seconds,
+pred_classes = matched query object index).
+
+Query pooling (MODEL.RELOC.QUERY_POOLING): the query ROI features of all valid query seconds are
+combined into one (D, C, S, S) descriptor by a mean or a max over seconds. The reference is
+untrimmed, so query second i has no reason to line up with reference second i (the action may
+start anywhere in a window), and every reference second is compared with the whole query; the
+order of the query is not lost, because each second's features already contain the macro
+ConvLSTM's temporal context. Queries longer than QUERY_SECONDS are cut into windows like
+references (windows.py); a second's features are averaged over the windows covering it before
+pooling, so the whole query is used.
+"""
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
+
+import torch
+from detectron2.layers import move_device_like
+from detectron2.modeling import Backbone
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.structures import Boxes
+from torch import nn
+
+from ..decoding import decode_segments
+from ..windows import average_by_second, pad_seconds, window_starts
+
+__all__ = ["RelocMetaArchBase", "WindowFeatures"]
+
+# one backbone window: (pair index, first second of the window, {"res4", "features",
+# "keyframes"} each with the window's seconds on dim 0)
+WindowFeatures = Tuple[int, int, Dict[str, torch.Tensor]]
+
+
+class RelocMetaArchBase(nn.Module):
+    """Backbone, normalization, ROI pooling, windows and decoding shared by both models."""
+
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        input_format: str,
+        pooler_resolution: int,
+        pooler_sampling_ratio: int,
+        query_pooling: str,
+        query_seconds: int,
+        reference_seconds: int,
+        window_overlap: int,
+        decoder_name: str,
+        decoder_threshold: float,
+        decoder_top_k: int,
+        windows_per_batch: int = 4,
+    ):
+        """
+        Args:
+            pixel_mean, pixel_std: per channel, in the channel order of ``input_format``
+                (detectron2's convention).
+            input_format: "RGB" or "BGR": the channel order the backbone expects; frames arrive
+                RGB and are flipped for "BGR".
+            query_pooling: "mean" or "max" over valid query seconds.
+            query_seconds, reference_seconds, window_overlap: window sizes and overlap (§4.1).
+            decoder_*: MODEL.RELOC.DECODER (see decoding.py).
+            windows_per_batch: windows per backbone call at inference (memory bound); training
+                runs all windows of the batch in one call.
+        """
+        super().__init__()
+        if input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for video frames, got {input_format!r}")
+        if query_pooling not in ("mean", "max"):
+            raise ValueError(f"MODEL.RELOC.QUERY_POOLING must be 'mean' or 'max', got {query_pooling!r}")
+        window_starts(reference_seconds, reference_seconds, window_overlap)  # validates the overlap
+        self.backbone = backbone
+        self.input_format = input_format
+        shape = backbone.output_shape()["features"]
+        self.pooler = ROIPooler(
+            output_size=pooler_resolution,
+            scales=(1.0 / shape.stride,),
+            sampling_ratio=pooler_sampling_ratio,
+            pooler_type="ROIAlignV2",  # ROIAlign(aligned=True)
+        )
+        self.query_pooling = query_pooling
+        self.query_seconds = query_seconds
+        self.reference_seconds = reference_seconds
+        self.window_overlap = window_overlap
+        self.decoder = dict(name=decoder_name, threshold=decoder_threshold, top_k=decoder_top_k)
+        self.windows_per_batch = windows_per_batch
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1, 1), False)
+        if self.pixel_mean.shape != (3, 1, 1, 1) or self.pixel_std.shape != (3, 1, 1, 1):
+            raise ValueError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD need 3 values each")
+
+    @staticmethod
+    def base_config(cfg, backbone: Backbone) -> Dict[str, Any]:
+        """The constructor arguments of this class, from a config."""
+        v, r = cfg.INPUT.VIDEO, cfg.MODEL.RELOC
+        return dict(
+            backbone=backbone,
+            pixel_mean=cfg.MODEL.PIXEL_MEAN,
+            pixel_std=cfg.MODEL.PIXEL_STD,
+            input_format=cfg.INPUT.FORMAT,
+            pooler_resolution=r.POOLER_RESOLUTION,
+            pooler_sampling_ratio=r.POOLER_SAMPLING_RATIO,
+            query_pooling=r.QUERY_POOLING,
+            query_seconds=v.QUERY_SECONDS,
+            reference_seconds=v.REFERENCE_SECONDS,
+            window_overlap=v.WINDOW_OVERLAP,
+            decoder_name=r.DECODER.NAME,
+            decoder_threshold=r.DECODER.THRESHOLD,
+            decoder_top_k=r.DECODER.TOP_K,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------ backbone over windows
+    def normalize(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (T, N, H, W, 3) RGB -> float (T, 3, N, H, W), normalized, in INPUT.FORMAT order."""
+        if frames.dim() != 5 or frames.shape[-1] != 3:
+            raise ValueError(f"expected frames (T, N, H, W, 3), got shape {tuple(frames.shape)}")
+        x = move_device_like(frames, self.pixel_mean).float()
+        if self.input_format == "BGR":
+            x = x.flip(-1)
+        x = x.permute(0, 4, 1, 2, 3)
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def iter_windows(self, clips: List[torch.Tensor], size: int) -> Iterator[List[WindowFeatures]]:
+        """Backbone features of every ``size``-second window of every clip, in batches.
+
+        Windows of the same length are stacked into one backbone call of up to
+        ``windows_per_batch`` windows (all of them in training); yields lists of
+        ``(clip index, window start, features)`` in clip, then start order.
+        """
+        jobs = [
+            (i, s, min(size, clip.shape[0]))
+            for i, clip in enumerate(clips)
+            for s in window_starts(clip.shape[0], size, min(self.window_overlap, size - 1))
+        ]
+        limit = len(jobs) if self.training else self.windows_per_batch
+        while jobs:
+            length = jobs[0][2]
+            batch = [j for j in jobs if j[2] == length][:limit]
+            jobs = [j for j in jobs if j not in batch]
+            x = torch.stack([self.normalize(clips[i][s : s + n]) for i, s, n in batch])
+            out = self.backbone(x)  # (B*T, C, h, w) each
+            keyframes = x[:, :, :, x.shape[3] // 2].flatten(0, 1)  # (B*T, 3, H, W)
+            yield [
+                (i, s, {k: v[b * n : (b + 1) * n] for k, v in [*out.items(), ("keyframes", keyframes)]})
+                for b, (i, s, n) in enumerate(batch)
+            ]
+
+    # ------------------------------------------------------------------ query side (eq. 14)
+    def query_rois(self, pairs: List[Dict[str, Any]], full_frame: bool) -> List[torch.Tensor]:
+        """One (D, C, S, S) query descriptor per pair: ROIAlign of each valid second's features at
+        the query boxes (the full frame when ``full_frame``), pooled over seconds."""
+        clips, boxes, valids = [], [], []
+        tq = max(int(p["query"].shape[0]) for p in pairs)
+        for p in pairs:
+            q = p["query"]
+            valid = p.get("query_valid", torch.ones(q.shape[0], dtype=torch.bool))
+            if not bool(valid.any()):
+                raise ValueError(f"pair {p.get('pair_id')!r}: the query has no valid second")
+            if full_frame:
+                h, w = q.shape[2], q.shape[3]
+                b = torch.tensor([[[0.0, 0.0, float(w), float(h)]]]).expand(q.shape[0], 1, 4)
+            else:
+                b = torch.as_tensor(p["query_boxes"], dtype=torch.float32)
+            # pad to a common length so that the training batch is one backbone call
+            clips.append(pad_seconds(q, tq))
+            valids.append(pad_seconds(valid.bool(), tq))
+            boxes.append(pad_seconds(b, tq).to(self.device))
+        items: List[List[Tuple[int, torch.Tensor]]] = [[] for _ in pairs]
+        for batch in self.iter_windows(clips, self.query_seconds):
+            for i, s, feats in batch:
+                n = feats["features"].shape[0]
+                keep = valids[i][s : s + n].nonzero().flatten().tolist()
+                if not keep:
+                    continue
+                rois = self.pooler(
+                    [feats["features"][keep]], [Boxes(boxes[i][s + t]) for t in keep]
+                )
+                rois = rois.view(len(keep), -1, *rois.shape[1:])  # (V, D, C, S, S)
+                items[i].extend((s + t, r) for t, r in zip(keep, rois))
+        out = []
+        for per_pair in items:
+            seconds = torch.stack([x for x in average_by_second(per_pair, tq) if x is not None])
+            out.append(seconds.mean(0) if self.query_pooling == "mean" else seconds.amax(0))
+        return out
+
+    # ------------------------------------------------------------------ outputs
+    def temporal_outputs(
+        self, second_scores: torch.Tensor, seconds: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
+        """The contract's temporal keys from per-second scores (CPU tensors)."""
+        second_scores = second_scores.detach().float().cpu()
+        seconds = torch.as_tensor(seconds, dtype=torch.long).cpu()
+        segments, segment_scores = decode_segments(second_scores, seconds, **self.decoder)
+        return {
+            "second_scores": second_scores,
+            "seconds": seconds,
+            "segments": segments,
+            "segment_scores": segment_scores,
+        }

@@ -1,0 +1,86 @@
+"""Temporal re-localization (paper §4.1, "the R-CNN framework is removed").
+
+Each reference second's full-frame features (ROIAlign of the whole frame to S x S) are matched
+with the pooled full-frame query features (P = D = 1), scored by the correlation head without box
+regression, and trained with a BCE per reference second against ``"match"``.
+"""
+from typing import Any, Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.structures import Boxes
+
+from ..heads import CorrelationHead
+from ..windows import average_by_second
+from .common import RelocMetaArchBase
+
+__all__ = ["RelocTemporal"]
+
+
+@META_ARCH_REGISTRY.register()
+class RelocTemporal(RelocMetaArchBase):
+    """Siamese backbone, full-frame matching per second, a match score per reference second."""
+
+    @configurable
+    def __init__(self, *, head: CorrelationHead, **kwargs):
+        """
+        Args:
+            head: a CorrelationHead; its box branch, if any, is not used.
+            kwargs: see :class:`RelocMetaArchBase`.
+        """
+        super().__init__(**kwargs)
+        self.head = head
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        ret = cls.base_config(cfg, backbone)
+        channels = backbone.output_shape()["features"].channels
+        ret["head"] = CorrelationHead(cfg, channels, box_reg=False)
+        return ret
+
+    def _frame_rois(self, features: torch.Tensor, size) -> torch.Tensor:
+        """(T, C, h, w) -> (T, C, S, S): ROIAlign with the full-frame box of an (H, W) input."""
+        h, w = size
+        box = torch.tensor([[0.0, 0.0, float(w), float(h)]], device=features.device)
+        return self.pooler([features], [Boxes(box)] * features.shape[0])
+
+    def _window_logits(self, batch, queries: List[torch.Tensor], pairs) -> List[torch.Tensor]:
+        """Match logits (n,) of every window of a backbone batch (one head call per pair)."""
+        out: List[torch.Tensor] = []
+        for i in sorted({i for i, _, _ in batch}):
+            windows = [f for j, _, f in batch if j == i]
+            size = tuple(pairs[i]["reference"].shape[2:4])
+            rois = self._frame_rois(torch.cat([f["features"] for f in windows]), size)
+            logits, _ = self.head(rois, queries[i])
+            out.extend(logits[:, 0].split([f["features"].shape[0] for f in windows]))
+        return out
+
+    def forward(self, batched_inputs: List[Dict[str, Any]]):
+        """Training: ``{"loss_cls"}``; inference: one dict per pair (see common.py)."""
+        if not self.training:
+            return [self.inference_one(x) for x in batched_inputs]
+        queries = self.query_rois(batched_inputs, full_frame=True)
+        logits, labels = [], []
+        refs = [x["reference"] for x in batched_inputs]
+        for batch in self.iter_windows(refs, self.reference_seconds):
+            logits.extend(self._window_logits(batch, queries, batched_inputs))
+            for i, s, feats in batch:
+                n = feats["features"].shape[0]
+                labels.append(batched_inputs[i]["match"][s : s + n])
+        labels = torch.cat(labels).to(device=self.device, dtype=torch.float32)
+        loss = F.binary_cross_entropy_with_logits(torch.cat(logits), labels, reduction="mean")
+        return {"loss_cls": loss}
+
+    @torch.no_grad()
+    def inference_one(self, pair: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        """Scores of every reference second, merged over windows, and decoded segments."""
+        query = self.query_rois([pair], full_frame=True)
+        items = []
+        for batch in self.iter_windows([pair["reference"]], self.reference_seconds):
+            for (_, s, _), logits in zip(batch, self._window_logits(batch, query, [pair])):
+                items.extend((s + t, p) for t, p in enumerate(logits.sigmoid()))
+        scores = torch.stack(average_by_second(items, pair["reference"].shape[0]))
+        return self.temporal_outputs(scores, pair["reference_seconds"])

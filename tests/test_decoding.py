@@ -1,0 +1,68 @@
+"""Segment decoding and window arithmetic (pure functions), on cases worked out by hand."""
+import pytest
+import torch
+
+from relocnet.modeling.decoding import decode_paper, decode_runs, decode_segments
+from relocnet.modeling.windows import average_by_second, pad_seconds, window_starts
+
+SECONDS = torch.arange(100, 110)
+#                      100  101  102  103  104  105  106  107  108  109
+SCORES = torch.tensor([0.1, 0.7, 0.9, 0.2, 0.6, 0.6, 0.6, 0.6, 0.1, 0.95])
+
+
+def test_paper_rule_spans_first_to_last_matched_second():
+    segs, scores = decode_paper(SCORES, SECONDS, threshold=0.5)
+    assert segs.tolist() == [[101.0, 110.0]]  # 101 .. 109, end = last + 1
+    assert scores.tolist() == pytest.approx([float(SCORES[1:].mean())])
+
+
+def test_paper_rule_without_matches_returns_best_second():
+    segs, scores = decode_paper(torch.tensor([0.1, 0.4, 0.3]), torch.tensor([7, 8, 9]), threshold=0.5)
+    assert segs.tolist() == [[8.0, 9.0]]
+    assert scores.tolist() == pytest.approx([0.4])
+
+
+def test_runs_ranked_by_area_above_threshold():
+    segs, scores = decode_runs(SCORES, SECONDS, threshold=0.5, top_k=5)
+    # runs: 101-102 (0.2 + 0.4 = 0.6), 104-107 (4 x 0.1 = 0.4), 109 (0.45)
+    assert segs.tolist() == [[101.0, 103.0], [109.0, 110.0], [104.0, 108.0]]
+    assert scores.tolist() == pytest.approx([0.6, 0.45, 0.4])
+    segs, _ = decode_runs(SCORES, SECONDS, threshold=0.5, top_k=1)
+    assert segs.tolist() == [[101.0, 103.0]]
+
+
+def test_runs_break_at_threshold_and_at_gaps_in_seconds():
+    scores = torch.tensor([0.9, 0.5, 0.9, 0.9, 0.9])
+    seconds = torch.tensor([0, 1, 2, 3, 7])  # 0.5 is not above 0.5; 3 -> 7 is a gap
+    segs, vals = decode_runs(scores, seconds, threshold=0.5, top_k=5)
+    assert segs.tolist() == [[2.0, 4.0], [0.0, 1.0], [7.0, 8.0]]
+    assert vals.tolist() == pytest.approx([0.8, 0.4, 0.4])  # ties keep the earlier run first
+
+
+def test_runs_fallback_and_dispatch():
+    segs, vals = decode_runs(torch.tensor([0.2, 0.3]), torch.tensor([4, 5]), threshold=0.5, top_k=3)
+    assert segs.tolist() == [[5.0, 6.0]] and vals.tolist() == pytest.approx([-0.2])
+    a = decode_segments(SCORES, SECONDS, name="paper", threshold=0.5, top_k=3)
+    assert a[0].tolist() == decode_paper(SCORES, SECONDS, threshold=0.5)[0].tolist()
+    with pytest.raises(ValueError, match="DECODER.NAME"):
+        decode_segments(SCORES, SECONDS, name="nope", threshold=0.5, top_k=3)
+    with pytest.raises(ValueError, match="one score per second"):
+        decode_runs(torch.tensor([]), torch.tensor([]), threshold=0.5, top_k=3)
+
+
+def test_window_starts():
+    assert window_starts(13, 5, 4) == list(range(9))  # stride 1, last window 8..12
+    assert window_starts(12, 5, 2) == [0, 3, 6, 7]  # stride 3, last aligned to the end
+    assert window_starts(5, 5, 4) == [0]
+    assert window_starts(3, 5, 4) == [0]  # shorter than a window: one, unpadded
+    with pytest.raises(ValueError, match="WINDOW_OVERLAP"):
+        window_starts(10, 5, 5)
+
+
+def test_average_by_second_and_padding():
+    items = [(0, torch.tensor(1.0)), (1, torch.tensor(2.0)), (1, torch.tensor(4.0))]
+    merged = average_by_second(items, 3)
+    assert merged[0].item() == 1.0 and merged[1].item() == 3.0 and merged[2] is None
+    x = torch.ones(2, 3)
+    assert pad_seconds(x, 4).tolist() == [[1.0] * 3] * 2 + [[0.0] * 3] * 2
+    assert pad_seconds(x, 1) is x
