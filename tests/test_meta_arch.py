@@ -235,6 +235,9 @@ def test_query_longer_than_query_seconds_and_bad_inputs(rcnn):
     assert rcnn([long_query])[0]["second_scores"].shape == (5,)
     with pytest.raises(ValueError, match="no valid second"):
         rcnn([dict(pair, query_valid=torch.zeros(3, dtype=torch.bool))])
+    no_gt = {k: v for k, v in pair.items() if k != "instances"}
+    with pytest.raises(ValueError, match="training needs 'instances'"):
+        train_step(build_model(tiny_cfg()), [no_gt])
     with pytest.raises(ValueError, match="ROI_HEADS.NAME"):
         build_model(tiny_cfg(**{"MODEL.ROI_HEADS.NAME": "Res5ROIHeads"}))
 

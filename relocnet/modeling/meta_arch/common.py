@@ -150,8 +150,8 @@ class RelocMetaArchBase(nn.Module):
         """Backbone features of every ``size``-second window of every clip, in batches.
 
         Windows of the same length are stacked into one backbone call of up to
-        ``windows_per_batch`` windows (all of them in training); yields lists of
-        ``(clip index, window start, features)`` in clip, then start order.
+        ``windows_per_batch`` windows (all of them in training); yields one list of
+        ``(clip index, window start, features)`` per backbone call, ordered by clip, then start.
         """
         jobs = [
             (i, s, min(size, clip.shape[0]))
@@ -160,14 +160,13 @@ class RelocMetaArchBase(nn.Module):
         ]
         limit = len(jobs) if self.training else self.windows_per_batch
         while jobs:
-            length = jobs[0][2]
-            batch = [j for j in jobs if j[2] == length][:limit]
-            jobs = [j for j in jobs if j not in batch]
+            same = [j for j in jobs if j[2] == jobs[0][2]]  # equal lengths stack
+            batch, jobs = same[:limit], [j for j in jobs if j not in same[:limit]]
             x = torch.stack([self.normalize(clips[i][s : s + n]) for i, s, n in batch])
-            out = self.backbone(x)  # (B*T, C, h, w) each
-            keyframes = x[:, :, :, x.shape[3] // 2].flatten(0, 1)  # (B*T, 3, H, W)
+            out = dict(self.backbone(x))  # (B*T, C, h, w) each
+            out["keyframes"] = x[:, :, :, x.shape[3] // 2].flatten(0, 1)  # (B*T, 3, H, W)
             yield [
-                (i, s, {k: v[b * n : (b + 1) * n] for k, v in [*out.items(), ("keyframes", keyframes)]})
+                (i, s, {k: v[b * n : (b + 1) * n] for k, v in out.items()})
                 for b, (i, s, n) in enumerate(batch)
             ]
 
@@ -208,6 +207,17 @@ class RelocMetaArchBase(nn.Module):
             seconds = torch.stack([x for x in average_by_second(per_pair, tq) if x is not None])
             out.append(seconds.mean(0) if self.query_pooling == "mean" else seconds.amax(0))
         return out
+
+    @staticmethod
+    def require(pair: Dict[str, Any], key: str, length: int) -> Any:
+        """``pair[key]``, which training needs with one entry per reference second."""
+        if key not in pair or len(pair[key]) != length:
+            got = len(pair[key]) if key in pair else "none"
+            raise ValueError(
+                f"pair {pair.get('pair_id')!r}: training needs {key!r} with one entry per "
+                f"reference second ({length}); got {got}"
+            )
+        return pair[key]
 
     # ------------------------------------------------------------------ outputs
     def temporal_outputs(

@@ -35,7 +35,8 @@ __all__ = ["RelocRCNN"]
 def _targets(pair: Dict[str, Any], key: str, start: int, n: int, device) -> List[Instances]:
     """The ``key`` Instances of seconds start..start+n-1, on ``device``, with gt_classes = 0."""
     out = []
-    for inst in pair[key][start : start + n]:
+    per_second = RelocMetaArchBase.require(pair, key, pair["reference"].shape[0])
+    for inst in per_second[start : start + n]:
         inst = inst.to(device)
         if not inst.has("gt_classes"):
             inst.gt_classes = torch.zeros(len(inst), dtype=torch.long, device=device)

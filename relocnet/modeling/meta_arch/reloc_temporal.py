@@ -69,7 +69,8 @@ class RelocTemporal(RelocMetaArchBase):
             logits.extend(self._window_logits(batch, queries, batched_inputs))
             for i, s, feats in batch:
                 n = feats["features"].shape[0]
-                labels.append(batched_inputs[i]["match"][s : s + n])
+                x = batched_inputs[i]
+                labels.append(self.require(x, "match", x["reference"].shape[0])[s : s + n])
         labels = torch.cat(labels).to(device=self.device, dtype=torch.float32)
         loss = F.binary_cross_entropy_with_logits(torch.cat(logits), labels, reduction="mean")
         return {"loss_cls": loss}
