@@ -20,13 +20,14 @@ Boxes: CSV x1, y1, x2, y2 normalized -> pixels of the video file; upstream JSON 
 import csv
 import json
 import os
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from .datasets import find_video, video_entry, video_index
+from .datasets import find_video, video_entry, video_index, write_pair_files
 
 __all__ = ["Run", "VideoSize", "AvaAnnotations", "read_ava_csv", "load_val_test", "label_str",
            "find_runs", "persons_by_label", "reference_span", "video_sizes", "build_pairs",
@@ -77,6 +78,10 @@ def label_str(label: Sequence[int]) -> str:
     return "+".join(str(a) for a in label)
 
 
+def _row_error(path: str, line: int, row: Sequence[str], problem: str) -> ValueError:
+    return ValueError(f"{path}:{line}: {problem}: {','.join(row)!r}")
+
+
 def read_ava_csv(path: str) -> AvaAnnotations:
     """Read ``video_id, timestamp, x1, y1, x2, y2, action_id, person_id`` rows.
 
@@ -87,32 +92,29 @@ def read_ava_csv(path: str) -> AvaAnnotations:
     actions: Dict[Key, Set[int]] = defaultdict(set)
     with open(path, newline="", encoding="utf-8") as f:
         for line, row in enumerate(csv.reader(f), 1):
-            if not any(c.strip() for c in row):
-                continue
-
-            def bad(problem: str):
-                raise ValueError(f"{path}:{line}: {problem}: {','.join(row)!r}")
-
             if len(row) != 8:
-                bad(f"expected 8 columns (video_id, timestamp, x1, y1, x2, y2, action_id, "
-                    f"person_id), got {len(row)}")
+                if not any(c.strip() for c in row):
+                    continue
+                raise _row_error(path, line, row, "expected 8 columns (video_id, timestamp, x1, "
+                                 f"y1, x2, y2, action_id, person_id), got {len(row)}")
             video = row[0].strip()
-            if not video:
-                bad("empty video_id")
             try:
                 second, action, person = int(row[1]), int(row[6]), int(row[7])
-                box = tuple(float(v) for v in row[2:6])
+                box = (float(row[2]), float(row[3]), float(row[4]), float(row[5]))
             except ValueError:
-                bad("timestamp, action_id and person_id must be integers, x1..y2 numbers")
+                raise _row_error(path, line, row, "timestamp, action_id and person_id must be "
+                                 "integers, x1..y2 numbers") from None
             x1, y1, x2, y2 = box
             if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
-                bad("box must satisfy 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
-            if action < 1:
-                bad("action_id must be >= 1")
+                raise _row_error(path, line, row,
+                                 "box must satisfy 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
+            if not video or action < 1:
+                raise _row_error(path, line, row, "empty video_id or action_id < 1")
             key = (video, second, person)
-            if key in boxes and boxes[key] != box:
-                bad(f"person {person} at {video} {second} has another box on line {where[key]}")
-            boxes.setdefault(key, box)
+            old = boxes.setdefault(key, box)
+            if old is not box and old != box:
+                raise _row_error(path, line, row, f"person {person} at {video} {second} has "
+                                 f"another box on line {where[key]}")
             where.setdefault(key, line)
             actions[key].add(action)
     return AvaAnnotations(boxes, {k: tuple(sorted(v)) for k, v in actions.items()})
@@ -168,18 +170,19 @@ def reference_span(run: Run, *, lo: int = SECOND_RANGE[0], hi: int = SECOND_RANG
                    blocked: Sequence[int] = ()) -> Tuple[int, int]:
     """[start, end) seconds of a reference run, padded when short (upstream rule).
 
-    ``blocked`` seconds of the same video (training: seconds removed for val/test labels) stop
+    ``blocked`` (sorted) seconds of the same video (training: seconds removed for val/test labels) stop
     the padding, so that no reference shows a held-out action.
     """
     n = run.length
     start, end = run.first, run.last + 1
     if n < MIN_REFERENCE_SECONDS:
         start, end = max(run.first - n, lo), min(run.last + n + 1, hi)
-    for b in blocked:
-        if b < run.first:
-            start = max(start, b + 1)
-        elif b > run.last:
-            end = min(end, b)
+    i = bisect_left(blocked, run.first)  # blocked is sorted
+    if i > 0:
+        start = max(start, blocked[i - 1] + 1)
+    j = bisect_right(blocked, run.last)
+    if j < len(blocked):
+        end = min(end, blocked[j])
     return min(start, run.first), max(end, run.last + 1)
 
 
@@ -299,8 +302,6 @@ def prepare_ava_search(csv_dir: str, val_test: str, output: str, *, seed: int = 
     ``upstream_dir`` (optional) holds upstream's own val.json/test.json: those splits are then
     converted from it (upstream's exact pairs) instead of drawn again.
     """
-    from .datasets import write_pair_files
-
     test_labels, val_labels = load_val_test(val_test)
     held_out = set(test_labels) | set(val_labels)
     video_dir = video_dir or os.path.join(output, "videos")

@@ -181,7 +181,7 @@ def write_pair_files(outputs: Dict[str, Dict[str, Any]], *, force: bool = False)
             "pass --force to overwrite.")
     for path, s in status.items():
         if s != "unchanged":  # indented for reading, except very large files
-            indent = 1 if len(validated[path]["pairs"]) <= 20000 else None
+            indent = 1 if len(validated[path]["pairs"]) <= 10000 else None
             write_json_atomic(path, validated[path], indent=indent)
     return status
 
@@ -206,7 +206,7 @@ def run_prepare(prepare: Callable[[], Dict[str, Dict[str, Any]]], line: str) -> 
     split and the summary as JSON on the last line; errors -> message on stderr, exit code 1."""
     try:
         summary = prepare()
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: VideoDecodeError
         print(f"error: {e}", file=sys.stderr)
         return 1
     for split, s in summary.items():
