@@ -1,8 +1,11 @@
 """relocnet: video action re-localization with spatio-temporal correlation, on Detectron2.
 
-Importing the package registers its components with detectron2's registries.
+Importing the package registers its components with detectron2's registries (backbone,
+meta-architectures) and its datasets (root from $DETECTRON2_DATASETS, default ./datasets).
 """
 from .config import add_relocnet_config
+from .data import datasets as _datasets  # noqa: F401  (registers the pair datasets)
+from . import modeling  # noqa: F401  (registers backbone, meta-architectures)
 
 __version__ = "0.1.0"
 __all__ = ["add_relocnet_config"]

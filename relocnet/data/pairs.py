@@ -208,6 +208,9 @@ def write_json_atomic(path: str, data: Any, indent=None) -> None:
             json.dump(_jsonable(data), f, indent=indent)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
