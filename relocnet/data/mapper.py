@@ -1,0 +1,202 @@
+"""From a pair record (DatasetCatalog) to the tensors the re-localization models take.
+
+Output per pair (the models' input contract, see relocnet/modeling/meta_arch/common.py):
+``query`` uint8 (Tq, N, H, W, 3) zero-padded to INPUT.VIDEO.QUERY_SECONDS with ``query_valid``;
+``query_boxes`` (Tq, D, 4) in input pixels (spatio-temporal); ``reference`` uint8 (Tr, N, H, W, 3)
+with ``reference_seconds``; ``match`` (Tr,) per-second ground truth; ``instances`` (Tr Instances
+of matching actors' boxes, spatio-temporal); ``height``/``width`` of the video file.
+
+Training (paper §4.1): the reference is a REFERENCE_SECONDS window, cropped around the ground
+truth with probability CROP_AROUND_GT_PROB (anywhere in the reference otherwise); query and
+reference get the same horizontal flip and independent brightness/contrast jitter.
+At test time the whole reference span is given; the model windows it.
+"""
+import copy
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.structures import Boxes, Instances
+
+from .video import probe_video, read_subclips
+
+__all__ = ["RelocPairMapper", "seconds_of_span", "match_vector"]
+
+
+def seconds_of_span(start: float, end: float) -> List[int]:
+    """Whole seconds t whose sub-clip [t, t+1) overlaps [start, end) by at least half a second."""
+    first, last = int(math.floor(start + 0.5)), int(math.ceil(end - 0.5))
+    return list(range(first, max(first, last)))
+
+
+def match_vector(seconds: Sequence[int], segments: Sequence[Sequence[float]]) -> np.ndarray:
+    """1.0 for each second whose keyframe (t + 0.5) lies inside a ground-truth segment."""
+    out = np.zeros(len(seconds), dtype=np.float32)
+    for i, t in enumerate(seconds):
+        c = t + 0.5
+        out[i] = float(any(s <= c < e for s, e in segments))
+    return out
+
+
+def _as_box_list(value) -> List[List[float]]:
+    """A query box entry: one box [x1, y1, x2, y2] or a list of D boxes."""
+    if value and isinstance(value[0], (list, tuple)):
+        return [list(b) for b in value]
+    return [list(value)]
+
+
+def _query_boxes(boxes: Dict[int, Any], seconds: Sequence[int]) -> np.ndarray:
+    """(T, D, 4): each query second's boxes; a second without a box takes the nearest annotated."""
+    keys = sorted(boxes)
+    per = {k: _as_box_list(boxes[k]) for k in keys}
+    d = max(len(v) for v in per.values())
+    out = np.zeros((len(seconds), d, 4), dtype=np.float32)
+    for i, t in enumerate(seconds):
+        k = min(keys, key=lambda k: (abs(k - t), k))
+        b = per[k]
+        out[i] = np.asarray(b + [b[-1]] * (d - len(b)), dtype=np.float32)
+    return out
+
+
+class RelocPairMapper:
+    """Decode and prepare one query/reference pair for the models."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        is_train: bool,
+        task: str,
+        fps: int,
+        size: Tuple[int, int],
+        query_seconds: int,
+        reference_seconds: int,
+        crop_around_gt_prob: float = 0.9,
+        color_jitter: float = 0.0,
+        hflip_prob: float = 0.0,
+    ):
+        assert task in ("temporal", "spatio_temporal"), task
+        self.is_train = is_train
+        self.task = task
+        self.fps = fps
+        self.size = tuple(size)
+        self.query_seconds = query_seconds
+        self.reference_seconds = reference_seconds
+        self.crop_around_gt_prob = crop_around_gt_prob
+        self.color_jitter = color_jitter
+        self.hflip_prob = hflip_prob
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True, task: Optional[str] = None):
+        if task is None:
+            task = "spatio_temporal" if cfg.MODEL.META_ARCHITECTURE == "RelocRCNN" else "temporal"
+        v = cfg.INPUT.VIDEO
+        return dict(
+            is_train=is_train,
+            task=task,
+            fps=v.FPS,
+            size=(v.HEIGHT, v.WIDTH),
+            query_seconds=v.QUERY_SECONDS,
+            reference_seconds=v.REFERENCE_SECONDS,
+            crop_around_gt_prob=v.CROP_AROUND_GT_PROB if is_train else 0.0,
+            color_jitter=v.COLOR_JITTER if is_train else 0.0,
+            hflip_prob=v.HFLIP_PROB if is_train else 0.0,
+        )
+
+    # ------------------------------------------------------------------ reference window
+    def _reference_window(self, seconds: List[int], match: np.ndarray, rng) -> slice:
+        k = self.reference_seconds
+        if not self.is_train or len(seconds) <= k:
+            return slice(0, len(seconds))
+        positives = np.flatnonzero(match)
+        if len(positives) and rng.random() < self.crop_around_gt_prob:
+            # a window that contains at least one matching second, uniformly among those
+            lo = max(0, int(positives.min()) - k + 1)
+            hi = min(len(seconds) - k, int(positives.max()))
+            start = int(rng.integers(lo, hi + 1))
+        else:
+            start = int(rng.integers(0, len(seconds) - k + 1))
+        return slice(start, start + k)
+
+    def _jitter(self, frames: np.ndarray, rng) -> np.ndarray:
+        if self.color_jitter <= 0:
+            return frames
+        a = 1.0 + rng.uniform(-self.color_jitter, self.color_jitter)  # contrast
+        b = 255.0 * rng.uniform(-self.color_jitter, self.color_jitter) / 2  # brightness
+        mean = frames.mean()
+        out = (frames.astype(np.float32) - mean) * a + mean + b
+        return np.clip(out, 0, 255).astype(np.uint8)
+
+    # ------------------------------------------------------------------ main
+    def __call__(self, record: Dict[str, Any]) -> Dict[str, Any]:
+        record = copy.deepcopy(record)
+        rng = np.random.default_rng() if self.is_train else np.random.default_rng(0)
+        h, w = self.size
+        q, r = record["query"], record["reference"]
+        ref_info = probe_video(r["video"])
+        sx, sy = w / ref_info.width, h / ref_info.height
+
+        # query: at most QUERY_SECONDS seconds, zero-padded (§4.1)
+        q_seconds = seconds_of_span(q["start"], q["end"])[: self.query_seconds]
+        q_frames = read_subclips(q["video"], self.fps, (h, w), q_seconds[0], q_seconds[-1] + 1)
+        q_frames = q_frames[: len(q_seconds)]
+        tq = max(self.query_seconds, len(q_seconds))
+        query = np.zeros((tq,) + q_frames.shape[1:], dtype=np.uint8)
+        query[: len(q_frames)] = q_frames
+        valid = np.zeros(tq, dtype=bool)
+        valid[: len(q_frames)] = True
+
+        # reference: a K-second window (training) or the whole span (test)
+        r_seconds = seconds_of_span(r["start"], r["end"])
+        match = match_vector(r_seconds, record["segments"])
+        win = self._reference_window(r_seconds, match, rng)
+        r_seconds, match = r_seconds[win], match[win]
+        reference = read_subclips(r["video"], self.fps, (h, w), r_seconds[0], r_seconds[-1] + 1)
+        reference = reference[: len(r_seconds)]
+
+        query, reference = self._jitter(query, rng), self._jitter(reference, rng)
+        flip = self.is_train and rng.random() < self.hflip_prob
+        if flip:
+            query = query[:, :, :, ::-1]
+            reference = reference[:, :, :, ::-1]
+
+        out = {
+            "pair_id": record["pair_id"],
+            "task": self.task,
+            "label": record.get("label", ""),
+            "query": torch.from_numpy(np.ascontiguousarray(query)),
+            "query_valid": torch.from_numpy(valid),
+            "reference": torch.from_numpy(np.ascontiguousarray(reference)),
+            "reference_seconds": torch.as_tensor(r_seconds, dtype=torch.long),
+            "match": torch.from_numpy(match),
+            "height": ref_info.height,
+            "width": ref_info.width,
+            "input_size": (h, w),
+        }
+        if self.task == "spatio_temporal":
+            q_info = ref_info if q["video"] == r["video"] else probe_video(q["video"])
+            qb = _query_boxes(q["boxes"], q_seconds)
+            qb *= np.array([w / q_info.width, h / q_info.height] * 2, dtype=np.float32)
+            qboxes = np.zeros((tq, qb.shape[1], 4), dtype=np.float32)
+            qboxes[: len(qb)] = qb
+            qboxes[len(qb):] = qb[-1]
+            instances = []
+            for t in r_seconds:
+                boxes = np.asarray(record.get("boxes", {}).get(t, []), dtype=np.float32)
+                boxes = boxes.reshape(-1, 4) * np.array([sx, sy, sx, sy], dtype=np.float32)
+                inst = Instances((h, w))
+                inst.gt_boxes = Boxes(torch.from_numpy(boxes))
+                inst.gt_classes = torch.zeros(len(boxes), dtype=torch.long)
+                instances.append(inst)
+            if flip:
+                qboxes = qboxes.copy()
+                qboxes[..., [0, 2]] = w - qboxes[..., [2, 0]]
+                for inst in instances:
+                    b = inst.gt_boxes.tensor.clone()
+                    b[:, [0, 2]] = w - b[:, [2, 0]]
+                    inst.gt_boxes = Boxes(b)
+            out["query_boxes"] = torch.from_numpy(np.ascontiguousarray(qboxes))
+            out["instances"] = instances
+        return out

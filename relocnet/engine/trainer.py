@@ -1,0 +1,55 @@
+"""The relocnet Trainer: detectron2's DefaultTrainer with pair loaders, Adam and our evaluators."""
+import torch
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import get_detection_dataset_dicts
+from detectron2.engine import DefaultTrainer
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+
+from ..data.mapper import RelocPairMapper
+from ..evaluation import build_reloc_evaluator
+
+__all__ = ["Trainer"]
+
+
+def _task_of(cfg) -> str:
+    return "spatio_temporal" if cfg.MODEL.META_ARCHITECTURE == "RelocRCNN" else "temporal"
+
+
+class Trainer(DefaultTrainer):
+    """Pairs in, losses out; evaluation with the benchmark's own metric."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+        mapper = RelocPairMapper(cfg, is_train=True, task=_task_of(cfg))
+        return build_detection_train_loader(
+            dataset,
+            mapper=mapper,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=False,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        dataset = get_detection_dataset_dicts(dataset_name, filter_empty=False)
+        mapper = RelocPairMapper(cfg, is_train=False, task=_task_of(cfg))
+        return build_detection_test_loader(
+            dataset, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS
+        )
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_reloc_evaluator(dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """Adam, as in the paper (§4.1), with detectron2's parameter groups and clipping."""
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        )
+        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+        )
