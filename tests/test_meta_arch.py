@@ -4,59 +4,18 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone, build_model
+from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from torch import nn
 
-from relocnet import add_relocnet_config
-import relocnet.modeling  # noqa: F401  (registers the meta-architectures)
+from relocnet import add_relocnet_config  # importing relocnet registers the models
 from relocnet.modeling.meta_arch.common import RelocMetaArchBase
 
 torch.set_num_threads(1)
 H = W = 64
 N = 3  # frames per second
-
-
-class StandInVideoBackbone(Backbone):
-    """A tiny backbone following the contract: keyframe conv (spatial), 3D conv (micro), a
-    recurrent conv over seconds (macro)."""
-
-    def __init__(self, features, width: int = 8):
-        super().__init__()
-        self.features = list(features)
-        self.width = width
-        self.spatial = nn.Conv2d(3, width, 16, stride=16)
-        self.micro = nn.Conv3d(3, width, (2, 16, 16), stride=(1, 16, 16))
-        self.macro = nn.Conv2d(2 * width, width, 3, padding=1)
-
-    def forward(self, clips):
-        b, t, _, n, h, w = clips.shape
-        x = clips.flatten(0, 1)
-        maps = {"spatial": F.relu(self.spatial(x[:, :, n // 2])), "micro": F.relu(self.micro(x)).amax(2)}
-        micro = maps["micro"].view(b, t, self.width, h // 16, w // 16)
-        state, states = torch.zeros_like(micro[:, 0]), []
-        for k in range(t):
-            state = torch.tanh(self.macro(torch.cat([micro[:, k], state], dim=1)))
-            states.append(state)
-        maps["macro"] = torch.stack(states, 1).flatten(0, 1)
-        feats = torch.cat([maps[k] for k in ("spatial", "macro", "micro") if k in self.features], 1)
-        return {"res4": maps["spatial"], "features": feats}
-
-    def output_shape(self):
-        return {
-            "res4": ShapeSpec(channels=self.width, stride=16),
-            "features": ShapeSpec(channels=self.width * len(self.features), stride=16),
-        }
-
-
-@BACKBONE_REGISTRY.register()
-def build_stand_in_video_backbone(cfg, input_shape):
-    return StandInVideoBackbone(cfg.MODEL.RELOC.FEATURES)
 
 
 def tiny_cfg(arch="RelocRCNN", **overrides):
@@ -65,7 +24,13 @@ def tiny_cfg(arch="RelocRCNN", **overrides):
     cfg.merge_from_file("configs/Base-RelocNet.yaml")
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.META_ARCHITECTURE = arch
-    cfg.MODEL.BACKBONE.NAME = "build_stand_in_video_backbone"
+    # R-18 (res4: 4 x 16 channels), Light3D micro (16 channels), ConvLSTM hidden 8
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16
+    cfg.MODEL.RELOC.MICRO.NAME = "Light3D"
+    cfg.MODEL.RELOC.MICRO.WIDTH = 4
+    cfg.MODEL.RELOC.MICRO.OUT_CHANNELS = 16
+    cfg.MODEL.RELOC.MACRO.HIDDEN = 8
     cfg.MODEL.ROI_HEADS.NAME = "RelocROIHeads"
     cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 50
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 12
@@ -221,7 +186,8 @@ def test_long_reference_windows(arch):
 def test_ablations_build_and_train(arch, features, matcher):
     cfg = tiny_cfg(arch, **{"MODEL.RELOC.FEATURES": features, "MODEL.RELOC.MATCHER": matcher})
     model = build_model(cfg)
-    assert model.backbone.output_shape()["features"].channels == 8 * len(features)
+    channels = {"spatial": 64, "micro": 16, "macro": 8}
+    assert model.backbone.output_shape()["features"].channels == sum(channels[f] for f in features)
     losses, _ = train_step(model, [make_pair()])
     assert all(torch.isfinite(v) for v in losses.values()) and backbone_has_grad(model)
     out = model.eval()([make_pair(seed=2)])[0]

@@ -1,5 +1,5 @@
 """relocnet's models; importing this module registers them with detectron2's registries."""
-from . import decoding, windows
+from . import backbone, decoding, windows
 from .heads import CorrelationHead, RegionMatcher, RelocROIHeads
 from .meta_arch import RelocRCNN, RelocTemporal
 
@@ -9,6 +9,7 @@ __all__ = [
     "RelocROIHeads",
     "RelocRCNN",
     "RelocTemporal",
+    "backbone",
     "decoding",
     "windows",
 ]
