@@ -1,4 +1,7 @@
 """Config set-up shared by the tools."""
+import logging
+
+import torch
 from detectron2.config import get_cfg
 from detectron2.engine import default_setup
 
@@ -14,6 +17,10 @@ def setup_cfg(args, *, freeze: bool = True, log: bool = True):
     if getattr(args, "config_file", ""):
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(getattr(args, "opts", None) or [])
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning("MODEL.DEVICE=%s but no GPU is available: using the CPU",
+                                            cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
     if freeze:
         cfg.freeze()
     if log:
