@@ -19,7 +19,7 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.INPUT.VIDEO.CROP_AROUND_GT_PROB = 0.9  # training: p of a random reference crop around the GT
     _C.INPUT.VIDEO.COLOR_JITTER = 0.2  # training: strength of brightness/contrast jitter (0 = off)
     _C.INPUT.VIDEO.HFLIP_PROB = 0.5  # training: p of flipping query and reference together
-    _C.INPUT.VIDEO.DECODE_CACHE = ""  # optional directory of decoded-frame caches ("" = none)
+    _C.INPUT.VIDEO.DECODE_CACHE = ""  # directory of whole videos decoded at FPS/size ("" = none)
 
     # ---------------------------------------------------------------- the method
     _C.MODEL.RELOC = CN()

@@ -100,3 +100,19 @@ def test_mapper_train_crops_around_gt(pair_file):
 def test_mapper_flip_moves_boxes(pair_file):
     out = _mapper(True, hflip_prob=1.0, crop_around_gt_prob=1.0)(pair_file)
     assert out["query_boxes"][0, 0].tolist() == [12, 4, 28, 20]
+
+
+def test_decode_cache_matches_direct_decoding_and_ignores_partial_entries(pair_file, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / ".tmp-killed.npy").write_bytes(b"\x93NUMPY partial")  # a writer killed mid-way
+    direct = _mapper(False)(pair_file)
+    cached = _mapper(False, decode_cache=str(cache))
+    first = cached(pair_file)  # decodes and writes the entries
+    entries = sorted(p.name for p in cache.iterdir() if not p.name.startswith(".tmp-"))
+    assert len(entries) == 2  # query and reference videos
+    second = cached(pair_file)  # read back by memory map
+    for out in (first, second):
+        assert torch.equal(out["reference"], direct["reference"])
+        assert torch.equal(out["query"], direct["query"])
+        assert out["reference_seconds"].tolist() == direct["reference_seconds"].tolist()

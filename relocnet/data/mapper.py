@@ -12,7 +12,10 @@ reference get the same horizontal flip and independent brightness/contrast jitte
 At test time the whole reference span is given; the model windows it.
 """
 import copy
+import hashlib
 import math
+import os
+import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,7 +25,7 @@ from detectron2.structures import Boxes, Instances
 
 from .video import probe_video, read_subclips
 
-__all__ = ["RelocPairMapper", "seconds_of_span", "match_vector"]
+__all__ = ["RelocPairMapper", "DecodedVideoCache", "seconds_of_span", "match_vector"]
 
 
 def seconds_of_span(start: float, end: float) -> List[int]:
@@ -60,6 +63,44 @@ def _query_boxes(boxes: Dict[int, Any], seconds: Sequence[int]) -> np.ndarray:
     return out
 
 
+class DecodedVideoCache:
+    """Whole videos decoded once at (fps, size) into ``.npy`` files, read back by memory map.
+
+    Training revisits every video many times; decoding H.264 costs more than the small CPU
+    models' forward pass. An entry is keyed by the file's absolute path, size and mtime and the
+    decoding parameters, written to a temporary name and renamed when complete, so a killed
+    writer never leaves an entry that is read back. ``directory=""`` disables the cache.
+    """
+
+    def __init__(self, directory: str, fps: int, size: Tuple[int, int]):
+        self.directory, self.fps, self.size = directory, fps, tuple(size)
+
+    def _entry(self, path: str) -> str:
+        st = os.stat(path)
+        key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{self.fps}|{self.size}"
+        return os.path.join(self.directory, hashlib.sha1(key.encode()).hexdigest() + ".npy")
+
+    def read(self, path: str, first: int, stop: int) -> np.ndarray:
+        """Sub-clips of seconds [first, stop) as uint8 (T, N, H, W, 3)."""
+        if not self.directory:
+            return read_subclips(path, self.fps, self.size, first, stop)
+        entry = self._entry(path)
+        if not os.path.exists(entry):
+            frames = read_subclips(path, self.fps, self.size)
+            os.makedirs(self.directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.directory)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, frames)
+                os.replace(tmp, entry)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
+            return frames[first:stop]
+        return np.asarray(np.load(entry, mmap_mode="r")[first:stop])
+
+
 class RelocPairMapper:
     """Decode and prepare one query/reference pair for the models."""
 
@@ -76,6 +117,7 @@ class RelocPairMapper:
         crop_around_gt_prob: float = 0.9,
         color_jitter: float = 0.0,
         hflip_prob: float = 0.0,
+        decode_cache: str = "",
     ):
         assert task in ("temporal", "spatio_temporal"), task
         self.is_train = is_train
@@ -87,6 +129,7 @@ class RelocPairMapper:
         self.crop_around_gt_prob = crop_around_gt_prob
         self.color_jitter = color_jitter
         self.hflip_prob = hflip_prob
+        self.frames = DecodedVideoCache(decode_cache, fps, size)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, task: Optional[str] = None):
@@ -103,6 +146,7 @@ class RelocPairMapper:
             crop_around_gt_prob=v.CROP_AROUND_GT_PROB if is_train else 0.0,
             color_jitter=v.COLOR_JITTER if is_train else 0.0,
             hflip_prob=v.HFLIP_PROB if is_train else 0.0,
+            decode_cache=v.DECODE_CACHE,
         )
 
     # ------------------------------------------------------------------ reference window
@@ -140,8 +184,7 @@ class RelocPairMapper:
 
         # query: at most QUERY_SECONDS seconds, zero-padded (§4.1)
         q_seconds = seconds_of_span(q["start"], q["end"])[: self.query_seconds]
-        q_frames = read_subclips(q["video"], self.fps, (h, w), q_seconds[0], q_seconds[-1] + 1)
-        q_frames = q_frames[: len(q_seconds)]
+        q_frames = self.frames.read(q["video"], q_seconds[0], q_seconds[-1] + 1)
         tq = max(self.query_seconds, len(q_seconds))
         query = np.zeros((tq,) + q_frames.shape[1:], dtype=np.uint8)
         query[: len(q_frames)] = q_frames
@@ -153,8 +196,9 @@ class RelocPairMapper:
         match = match_vector(r_seconds, record["segments"])
         win = self._reference_window(r_seconds, match, rng)
         r_seconds, match = r_seconds[win], match[win]
-        reference = read_subclips(r["video"], self.fps, (h, w), r_seconds[0], r_seconds[-1] + 1)
-        reference = reference[: len(r_seconds)]
+        reference = self.frames.read(r["video"], r_seconds[0], r_seconds[-1] + 1)
+        if len(reference) < len(r_seconds):  # the span ends after the video's last whole second
+            r_seconds, match = r_seconds[: len(reference)], match[: len(reference)]
 
         query, reference = self._jitter(query, rng), self._jitter(reference, rng)
         flip = self.is_train and rng.random() < self.hflip_prob
