@@ -138,14 +138,19 @@ class SiameseVideoBackbone(Backbone):
                 "features": ShapeSpec(channels=self._channels, stride=16)}
 
     def _micro_features(self, clips: torch.Tensor) -> List[torch.Tensor]:
-        """Eqs. 2-3 for each micro sub-clip: (S, 3, N, H, W) -> NUM_MICRO x (S, C_m, h, w)."""
-        s, _, n = clips.shape[:3]
-        p = self.num_micro
-        if n % p == 0:  # equal sub-clips: one batched pass, sub-clip-major
-            sub = clips.unflatten(2, (p, n // p)).permute(2, 0, 1, 3, 4, 5).flatten(0, 1)
-            return list(self.micro(sub).unflatten(0, (p, s)).unbind(0))
-        return [self.micro(clips[:, :, idx[0]: idx[-1] + 1])
-                for idx in np.array_split(np.arange(n), p)]
+        """Eqs. 2-3 for each micro sub-clip: (S, 3, N, H, W) -> NUM_MICRO x (S, C_m, h, w).
+
+        Sub-clips of equal length (np.array_split of the N frames) go through the 3D CNN in
+        one batch."""
+        s, n = clips.shape[0], clips.shape[2]
+        splits = np.array_split(np.arange(n), self.num_micro)
+        out: List[Optional[torch.Tensor]] = [None] * len(splits)
+        for length in sorted({len(idx) for idx in splits}):
+            members = [p for p, idx in enumerate(splits) if len(idx) == length]
+            batch = torch.cat([clips[:, :, splits[p][0]: splits[p][-1] + 1] for p in members])
+            for p, feats in zip(members, self.micro(batch).split(s)):
+                out[p] = feats
+        return out
 
     def forward(self, clips: torch.Tensor) -> Dict[str, torch.Tensor]:
         """clips: (B, T, 3, N, H, W) normalized. Returns "res4" and "features", index b*T + t."""
