@@ -4,12 +4,14 @@ import itertools
 import pytest
 import torch
 
-from relocnet.modeling.correlation import correlate, correlate_all_pairs
+from relocnet.modeling import correlation as corr_mod
+from relocnet.modeling.correlation import (computed_flops, correlate, correlate_all_pairs,
+                                          rows_per_block, useful_flops)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Tiny float64 ops are dominated by thread start-up on a busy 2-core machine."""
+    """Small CPU workloads: a second thread costs more than it gives on a busy 2-core machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -31,10 +33,10 @@ def literal_correlation(a, b, patch, window, normalize):
     return out / (c * (2 * patch + 1) ** 2) if normalize else out
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("impl", ["fast", "gram", "reference"])
 @pytest.mark.parametrize("patch,window,h,w", [(0, 3, 4, 5), (1, 3, 3, 5), (2, 5, 4, 3),
                                                (1, 9, 3, 4), (0, 1, 2, 2)])
-def test_matches_literal_formula(impl, patch, window, h, w, one_thread):
+def test_matches_literal_formula(impl, patch, window, h, w):
     g = torch.Generator().manual_seed(patch * 100 + window * 10 + h)
     a = torch.randn(2, 3, h, w, generator=g, dtype=torch.float64)
     b = torch.randn(2, 3, h, w, generator=g, dtype=torch.float64)
@@ -70,8 +72,8 @@ def test_window_larger_than_map_is_zero_outside():
     torch.testing.assert_close(out[0, 40], (a[0] ** 2).mean(0))
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference"])
-def test_gradcheck(impl, one_thread):
+@pytest.mark.parametrize("impl", ["fast", "gram", "reference"])
+def test_gradcheck(impl):
     g = torch.Generator().manual_seed(3)
     a = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
@@ -116,3 +118,76 @@ def test_bad_arguments():
         correlate(a, a, impl="cuda")
     with pytest.raises(ValueError, match="patch"):
         correlate(a, a, patch=-1)
+
+
+@pytest.mark.parametrize("window,h,w", [(7, 14, 14), (5, 7, 9), (3, 5, 4), (9, 3, 6)])
+def test_every_block_size_matches_reference(window, h, w, one_thread):
+    """The banded GEMM is exact whatever the row blocks (1 row .. whole map), with several query
+    objects per pair (D = 3) and for pairwise correlation."""
+    g = torch.Generator().manual_seed(window * h)
+    ref = torch.randn(4, 24, h, w, generator=g)
+    query = torch.randn(3, 24, h, w, generator=g)
+    expected = correlate_all_pairs(ref, query, patch=1, window=window, impl="reference")
+    pairwise = correlate(query, ref[:3], window=window, impl="reference")
+    for rows in range(1, h + 1):
+        out = corr_mod._correlate_banded(ref, query.unsqueeze(0), 1, window, True, rows)
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+        out = corr_mod._correlate_banded(ref[:3], query.unsqueeze(1), 0, window, True, rows)
+        torch.testing.assert_close(out, pairwise, rtol=1e-4, atol=1e-4 * pairwise.abs().max().item())
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_gradcheck_block_sizes_several_queries(rows, one_thread):
+    """Backward of the custom autograd Function (block GEMMs transposed, gather adjoint) across
+    block boundaries, for P x D pairs (query gradient summed over proposals) and pairwise."""
+    g = torch.Generator().manual_seed(rows)
+    ref = torch.randn(3, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    query = torch.randn(2, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda r, q: corr_mod._correlate_banded(r, q.unsqueeze(0), 1, 3, True, rows),
+        (ref, query), fast_mode=True)
+    assert torch.autograd.gradcheck(
+        lambda r, q: corr_mod._correlate_banded(r, q.unsqueeze(1), 0, 5, False, rows),
+        (ref[:2], query), fast_mode=True)
+
+
+def test_one_input_without_grad():
+    g = torch.Generator().manual_seed(5)
+    ref = torch.randn(3, 8, 6, 6, generator=g, requires_grad=True)
+    query = torch.randn(1, 8, 6, 6, generator=g)
+    for impl in ("fast", "reference"):
+        ref.grad = None
+        correlate_all_pairs(ref, query, patch=1, window=5, impl=impl).square().sum().backward()
+        if impl == "fast":
+            fast_grad = ref.grad.clone()
+    torch.testing.assert_close(fast_grad, ref.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_flop_counts_by_hand():
+    # one pair, C = 2, 3 x 3 map, window 3: 9 locations x 9 displacements x 2 channels x 2 flops
+    assert useful_flops(1, 2, 3, 3, 3) == 2 * 2 * 9 * 9
+    # patch s = 1 adds 8 additions per output value (9 x 9 outputs per pair), 5 pairs
+    assert useful_flops(5, 2, 3, 3, 3, patch=1) == 5 * (2 * 2 * 9 * 9 + 9 * 9 * 8)
+    # blocks of 1 row: query row y meets reference rows y-1..y+1 clipped: 2 + 3 + 2 = 7 row
+    # pairs of 3 x 3 locations; one block of 3 rows: the whole 9 x 9 Gram matrix
+    assert computed_flops(1, 2, 3, 3, 3, rows=1) == 2 * 2 * 7 * 9
+    assert computed_flops(1, 2, 3, 3, 3, rows=3) == 2 * 2 * 81
+    # the paper's shape: the whole Gram matrix is 196 / 49 = 4 x the useful work
+    assert computed_flops(16, 1600, 14, 14, 7, rows=14) == 4 * useful_flops(16, 1600, 14, 14, 7)
+
+
+def test_rows_per_block_choices():
+    assert rows_per_block(7, 7, 5, 144, 20) == 7  # small maps: one GEMM
+    rows = rows_per_block(14, 14, 7, 1600, 100)
+    assert 1 < rows < 14  # the paper's shape: a band of blocks
+    assert computed_flops(100, 1600, 14, 14, 7, rows) < 0.7 * computed_flops(100, 1600, 14, 14, 7, 14)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    g = torch.Generator().manual_seed(2)
+    ref = torch.randn(5, 32, 14, 14, generator=g)
+    query = torch.randn(2, 32, 14, 14, generator=g)
+    cpu = correlate_all_pairs(ref, query, patch=1, window=7)
+    gpu = correlate_all_pairs(ref.cuda(), query.cuda(), patch=1, window=7)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4 * cpu.abs().max().item())

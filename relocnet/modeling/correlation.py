@@ -10,26 +10,37 @@ with ``dy, dx`` in ``[-(window // 2), window // 2]`` and zeros outside the maps;
 
 The patch sum factorises: with ``corr_d(l) = <a(l), b(l + d)>`` (zero where either position is
 outside), ``out[d, l1] = sum_{|l| <= patch} corr_d(l1 + l)``, a zero-padded box filter of each
-displacement channel. Both implementations use it:
+displacement channel (a depthwise convolution with a constant kernel). All implementations use it.
 
 * ``reference`` (the readable spec): one shifted elementwise product per displacement;
-* ``fast``: all location dot products in one matrix multiplication (the Gram matrix ``a^T b``,
-  ``HW x HW`` per pair; for all P x D pairs one ``(D*HW, C) x (C, P*HW)`` GEMM), then the
-  ``window**2`` valid displacements of every query location picked with a precomputed index (a
-  gather whose backward is a plain scatter: (location, displacement) -> (location, location) is
-  injective). Autograd gives the backward of the GEMM, so the backward is GEMM too.
+* ``fast``: the dot products ``corr_d`` are entries of the Gram matrices ``a^T b`` (``HW x HW``
+  per pair), of which only a band is needed: query row ``y`` meets reference rows
+  ``y - window//2 .. y + window//2``. The query rows are cut into blocks of ``rows_per_block``
+  rows; each block is one batched matrix multiplication (all pairs, every query object of a pair
+  in the same GEMM) against the reference rows its window reaches, which are a strided view of
+  the features (no copy of the reference). The ``window**2`` displacements of every location are
+  then picked from the blocks with one precomputed gather. The backward (a custom autograd
+  Function) is the same block GEMMs transposed. ``rows_per_block`` trades wasted products
+  (columns outside the window, rows of the block that are out of reach of each other) against
+  GEMM size; :func:`rows_per_block` picks it by a cost model measured on CPU (docs/BENCHMARKS.md);
+* ``gram``: the same code with one block (the whole Gram matrix, 1 GEMM per pair set): more wasted
+  products, fewer and larger GEMMs.
 
-The box filter is a depthwise convolution with a constant kernel.
+"Useful" work of eq. 15 is ``2 * C * H * W * window**2`` flops per pair (plus the box filter);
+:func:`useful_flops` counts it, :func:`computed_flops` counts what a block plan multiplies.
 """
 from functools import lru_cache
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
-__all__ = ["correlate", "correlate_all_pairs", "IMPLS"]
+__all__ = ["correlate", "correlate_all_pairs", "IMPLS", "useful_flops", "computed_flops",
+           "rows_per_block"]
 
-IMPLS = ("fast", "reference")
+IMPLS = ("fast", "gram", "reference")
+Block = Tuple[int, int, int, int]  # query rows [y0, y1), reference rows [r0, r1)
 
 
 def _check(a: torch.Tensor, b: torch.Tensor, patch: int, window: int, impl: str) -> None:
@@ -60,6 +71,48 @@ def _finish(corr: torch.Tensor, channels: int, patch: int, normalize: bool) -> t
     return F.conv2d(corr, weight, padding=patch, groups=n_maps)
 
 
+# ----------------------------------------------------------------------------- flop counts
+
+
+def useful_flops(pairs: int, channels: int, h: int, w: int, window: int, patch: int = 0) -> int:
+    """Flops of eq. 15 proper: 2*C*H*W*window^2 per pair (products with the zero padding
+    included), plus the box filter of the patch sum ((2s+1)^2 - 1 adds per output, if s > 0)."""
+    box = (window * window * h * w * ((2 * patch + 1) ** 2 - 1)) if patch else 0
+    return pairs * (2 * channels * h * w * window * window + box)
+
+
+def _blocks(h: int, window: int, rows: int) -> List[Block]:
+    r = window // 2
+    return [(y0, min(h, y0 + rows), max(0, y0 - r), min(h, y0 + rows + r))
+            for y0 in range(0, h, rows)]
+
+
+def computed_flops(pairs: int, channels: int, h: int, w: int, window: int, rows: int) -> int:
+    """Flops the block GEMMs of the fast path multiply, useful or not (rows = rows_per_block)."""
+    cells = sum((y1 - y0) * (r1 - r0) for y0, y1, r0, r1 in _blocks(h, window, rows))
+    return pairs * 2 * channels * cells * w * w
+
+
+@lru_cache(maxsize=256)
+def rows_per_block(h: int, w: int, window: int, channels: int, pairs: int) -> int:
+    """Rows per query block minimising a CPU cost model of the block GEMMs.
+
+    Model (fitted on the 2-core benchmark machine, docs/BENCHMARKS.md): a GEMM with an m x n
+    output costs like (m + 24) * (n + 24) * (k + 64) multiply-adds at full speed (narrow GEMMs
+    run below peak), plus 20 microseconds worth of multiply-adds per batched call.
+    """
+    per_call = 20e-6 * 30e9  # multiply-adds
+    best, best_cost = h, float("inf")
+    for rows in range(1, h + 1):
+        cost = 0.0
+        for y0, y1, r0, r1 in _blocks(h, window, rows):
+            m, n = (y1 - y0) * w, (r1 - r0) * w
+            cost += pairs * (m + 24) * (n + 24) * (channels + 64) + per_call
+        if cost < best_cost * 0.999:
+            best, best_cost = rows, cost
+    return best
+
+
 # ----------------------------------------------------------------------------- reference
 
 
@@ -77,73 +130,130 @@ def _correlate_reference(a: torch.Tensor, b: torch.Tensor, patch: int, window: i
     return _finish(corr, c, patch, normalize)
 
 
-# ----------------------------------------------------------------------------- fast (GEMM)
+# ----------------------------------------------------------------------------- fast (banded GEMM)
 
 
 @lru_cache(maxsize=64)
-def _band_index(h: int, w: int, window: int, device: str
-                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(l1, l2, pos) of every valid (location, displacement): pos = k * HW + l1 in the output."""
+def _plan(h: int, w: int, window: int, rows: int, d: int, device: str):
+    """Block list and gather indices for D query objects.
+
+    The block GEMM outputs of one pair are concatenated (flattened, block after block, each
+    (D, y1-y0, W, r1-r0, W)) and followed by one zero; ``src`` maps every output position
+    (d, k, y, x) to its entry there (the zero when the displacement leaves the map); ``valid``
+    lists the output positions that have an entry (for the backward scatter).
+    """
     r = window // 2
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    ys, xs = ys.reshape(1, -1), xs.reshape(1, -1)  # (1, HW)
-    d = torch.arange(-r, r + 1)
-    dy = d.repeat_interleave(window).reshape(-1, 1)  # (W^2, 1), k = dy_idx * window + dx_idx
-    dx = d.repeat(window).reshape(-1, 1)
-    y2, x2 = ys + dy, xs + dx  # (W^2, HW)
+    blocks = _blocks(h, window, rows)
+    offsets, total = [], 0
+    for y0, y1, r0, r1 in blocks:
+        offsets.append(total)
+        total += d * (y1 - y0) * w * (r1 - r0) * w
+    ys = torch.arange(h).view(1, h, 1)
+    xs = torch.arange(w).view(1, 1, w)
+    dy = torch.arange(-r, r + 1).repeat_interleave(window).view(-1, 1, 1)  # k = dy_idx*W + dx_idx
+    dx = torch.arange(-r, r + 1).repeat(window).view(-1, 1, 1)
+    y2, x2 = ys + dy, xs + dx  # (W^2, H, W)
     valid = (y2 >= 0) & (y2 < h) & (x2 >= 0) & (x2 < w)
-    k_idx, l1 = valid.nonzero(as_tuple=True)
-    l2 = y2[k_idx, l1] * w + x2[k_idx, l1]
-    pos = k_idx * (h * w) + l1
+    block_of_row = torch.tensor([i for i, (y0, y1, _, _) in enumerate(blocks) for _ in range(y0, y1)])
+    bi = block_of_row[ys.expand_as(y2)]  # block of each query row
+    t = torch.tensor(blocks)
+    y0, y1, r0, r1 = (t[:, j][bi] for j in range(4))
+    nq, nr = (y1 - y0) * w, (r1 - r0) * w  # GEMM rows (per query object) and columns
+    off = torch.tensor(offsets)[bi]
+    # entry of (d, k, y, x): block offset + ((d * nq + (y - y0) * W + x) * nr + (y2 - r0) * W + x2
+    di = torch.arange(d).view(d, 1, 1, 1)
+    src = off + (di * nq + (ys - y0) * w + xs) * nr + (y2 - r0) * w + x2
+    src = torch.where(valid, src, torch.full_like(src, total)).reshape(-1)
+    pos = valid.expand(d, -1, -1, -1).reshape(-1).nonzero().flatten()
     dev = torch.device(device)
-    return l1.to(dev), l2.to(dev), pos.to(dev)
+    return blocks, total, src.to(dev), pos.to(dev), src[pos].to(dev)
 
 
-class _BandGather(torch.autograd.Function):
-    """(D, HW, P, HW) Gram matrices -> (P, D, W^2 * HW) displacement maps; zeros where invalid."""
+def _query_block(query: torch.Tensor, y0: int, y1: int) -> torch.Tensor:
+    """(Bq, D, C, H, W) -> (Bq, D * (y1 - y0) * W, C), rows y0..y1-1 (a view when D == 1)."""
+    bq, d, c, _, w = query.shape
+    return query[:, :, :, y0:y1].permute(0, 1, 3, 4, 2).reshape(bq, d * (y1 - y0) * w, c)
+
+
+class _BandedCorrelation(torch.autograd.Function):
+    """ref (P, C, H, W), query (Bq, D, C, H, W) with Bq in {1, P} -> corr_d (P, D * W^2 * H * W).
+
+    Bq == 1: every reference map against the same D query maps (proposal x query pairs);
+    Bq == P: pair p is (query[p], ref[p]).
+    """
 
     @staticmethod
-    def forward(ctx, gram, l1, l2, pos, size):
-        d, _, p, _ = gram.shape
-        vals = gram[:, l1, :, l2]  # (V, D, P): advanced indices go first
-        out = gram.new_zeros(p, d, size)
-        out[:, :, pos] = vals.permute(2, 1, 0)
-        ctx.save_for_backward(l1, l2, pos)
-        ctx.gram_shape = gram.shape
-        return out
+    def forward(ctx, ref, query, window: int, rows: int):
+        p, c, h, w = ref.shape
+        d = query.shape[1]
+        blocks, total, src, _, _ = _plan(h, w, window, rows, d, str(ref.device))
+        parts = []
+        for y0, y1, r0, r1 in blocks:
+            q = _query_block(query, y0, y1).expand(p, -1, -1)  # (P, Nq, C)
+            parts.append(torch.bmm(q, ref[:, :, r0:r1].reshape(p, c, -1)).reshape(p, -1))
+        parts.append(ref.new_zeros(p, 1))
+        gram = torch.cat(parts, dim=1)  # (P, total + 1)
+        ctx.save_for_backward(ref, query)
+        ctx.window, ctx.rows = window, rows
+        return gram.index_select(1, src)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
-        l1, l2, pos = ctx.saved_tensors
-        grad_gram = grad_out.new_zeros(ctx.gram_shape)
-        grad_gram[:, l1, :, l2] = grad_out[:, :, pos].permute(2, 1, 0)  # injective: no accumulate
-        return grad_gram, None, None, None, None
+        ref, query = ctx.saved_tensors
+        p, c, h, w = ref.shape
+        bq, d = query.shape[:2]
+        blocks, total, _, pos, src_pos = _plan(h, w, ctx.window, ctx.rows, d, str(ref.device))
+        grad_gram = grad_out.new_zeros(p, total)  # (location, displacement) -> entry: injective
+        grad_gram.index_copy_(1, src_pos, grad_out.index_select(1, pos))
+        need_ref, need_query = ctx.needs_input_grad[:2]
+        grad_ref = torch.zeros_like(ref) if need_ref else None
+        grad_query = torch.zeros_like(query) if need_query else None
+        start = 0
+        for y0, y1, r0, r1 in blocks:
+            nq, nr = d * (y1 - y0) * w, (r1 - r0) * w
+            g = grad_gram[:, start: start + nq * nr].view(p, nq, nr)
+            start += nq * nr
+            r = ref[:, :, r0:r1].reshape(p, c, nr)
+            if need_ref:  # accumulated in place: blocks share reference rows
+                q = _query_block(query, y0, y1).expand(p, -1, -1)
+                grad_ref[:, :, r0:r1].view(p, c, nr).baddbmm_(q.transpose(1, 2), g)
+            if need_query:
+                gq = _sum_pairs(g, r) if bq == 1 else torch.bmm(g, r.transpose(1, 2))
+                gq = gq.view(bq, d, y1 - y0, w, c).permute(0, 1, 4, 2, 3)
+                grad_query[:, :, :, y0:y1] += gq
+        return grad_ref, grad_query, None, None
 
 
-def _gram_to_corr(gram: torch.Tensor, h: int, w: int, window: int) -> torch.Tensor:
-    """(D, HW, P, HW) -> (P * D, W^2, H, W) per-displacement dot-product maps corr_d."""
-    d, _, p, _ = gram.shape
-    l1, l2, pos = _band_index(h, w, window, str(gram.device))
-    out = _BandGather.apply(gram, l1, l2, pos, window * window * h * w)
-    return out.reshape(p * d, window * window, h, w)
+def _sum_pairs(g: torch.Tensor, r: torch.Tensor, chunk_elems: int = 1 << 22) -> torch.Tensor:
+    """sum_p g[p] @ r[p]^T for g (P, Nq, Nr), r (P, C, Nr) -> (1, Nq, C).
+
+    On CPU one accumulating GEMM per pair (the (Nq, C) sum stays in cache); elsewhere batched
+    GEMMs over chunks of pairs (bounded temporary memory), then a sum.
+    """
+    p, nq, _ = g.shape
+    if g.device.type == "cpu":
+        out = g.new_zeros(nq, r.shape[1])
+        for i in range(p):
+            out.addmm_(g[i], r[i].t())
+        return out.unsqueeze(0)
+    step = max(1, chunk_elems // max(1, nq * r.shape[1]))
+    out = None
+    for i in range(0, p, step):
+        part = torch.bmm(g[i:i + step], r[i:i + step].transpose(1, 2)).sum(0, keepdim=True)
+        out = part if out is None else out.add_(part)
+    return out
 
 
-def _correlate_fast(a: torch.Tensor, b: torch.Tensor, patch: int, window: int,
-                    normalize: bool) -> torch.Tensor:
-    n, c, h, w = a.shape
-    gram = torch.bmm(a.reshape(n, c, h * w).transpose(1, 2), b.reshape(n, c, h * w))
-    corr = _gram_to_corr(gram.reshape(n, h * w, 1, h * w), h, w, window)  # P = 1, D = N
-    return _finish(corr, c, patch, normalize)
-
-
-def _correlate_all_pairs_fast(ref: torch.Tensor, query: torch.Tensor, patch: int, window: int,
-                              normalize: bool) -> torch.Tensor:
+def _correlate_banded(ref: torch.Tensor, query: torch.Tensor, patch: int, window: int,
+                      normalize: bool, rows: Optional[int]) -> torch.Tensor:
+    """ref (P, C, H, W), query (Bq, D, C, H, W) -> (P * D, W^2, H, W), p-major."""
     p, c, h, w = ref.shape
-    d = query.shape[0]
-    q = query.reshape(d, c, h * w).transpose(1, 2).reshape(d * h * w, c)  # (D*HW, C)
-    r = ref.reshape(p, c, h * w).transpose(0, 1).reshape(c, p * h * w)  # (C, P*HW)
-    gram = torch.mm(q, r).reshape(d, h * w, p, h * w)  # one GEMM for all P x D pairs
-    return _finish(_gram_to_corr(gram, h, w, window), c, patch, normalize)
+    d = query.shape[1]
+    if rows is None:
+        rows = rows_per_block(h, w, window, c, p * d)
+    corr = _BandedCorrelation.apply(ref, query, window, rows)
+    return _finish(corr.view(p * d, window * window, h, w), c, patch, normalize)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -158,7 +268,8 @@ def correlate(a: torch.Tensor, b: torch.Tensor, *, patch: int = 0, window: int =
         patch: s, the patch is (2s+1) x (2s+1).
         window: W (odd), the displacements form a W x W neighbourhood.
         normalize: divide by C * (2s+1)^2.
-        impl: "fast" (GEMM + gather) or "reference" (loop over displacements).
+        impl: "fast" (banded GEMM), "gram" (whole Gram matrix) or "reference" (loop over
+            displacements).
 
     Returns:
         (N, window * window, H, W), channel ``dy_idx * window + dx_idx``.
@@ -166,7 +277,10 @@ def correlate(a: torch.Tensor, b: torch.Tensor, *, patch: int = 0, window: int =
     _check(a, b, patch, window, impl)
     if impl == "reference":
         return _correlate_reference(a, b, patch, window, normalize)
-    return _correlate_fast(a, b, patch, window, normalize)
+    if a.shape[0] == 0:
+        return a.new_zeros(0, window * window, *a.shape[2:])
+    rows = a.shape[2] if impl == "gram" else None
+    return _correlate_banded(b, a.unsqueeze(1), patch, window, normalize, rows)
 
 
 def correlate_all_pairs(ref: torch.Tensor, query: torch.Tensor, *, patch: int = 0,
@@ -193,4 +307,5 @@ def correlate_all_pairs(ref: torch.Tensor, query: torch.Tensor, *, patch: int = 
         a = query.repeat(p, 1, 1, 1)  # row p*D + d -> query[d]
         b = ref.repeat_interleave(d, dim=0)  # row p*D + d -> ref[p]
         return _correlate_reference(a, b, patch, window, normalize)
-    return _correlate_all_pairs_fast(ref, query, patch, window, normalize)
+    rows = ref.shape[2] if impl == "gram" else None
+    return _correlate_banded(ref, query.unsqueeze(0), patch, window, normalize, rows)
