@@ -8,6 +8,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 
 from relocnet import add_relocnet_config
 from relocnet.modeling.backbone import SiameseVideoBackbone
+from test_correlation import one_thread  # noqa: F401  (autouse: one torch thread)
 
 FPS, H, W = 6, 64, 96  # CPU config: 3 micro sub-clips of 2 frames, features 4 x 6
 C_S, C_M, C_H = 64, 48, 16  # res4 = 4 x RES2_OUT_CHANNELS, micro OUT_CHANNELS, macro HIDDEN

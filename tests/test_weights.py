@@ -12,6 +12,7 @@ from pytorchvideo.models.hub import i3d_r50
 from relocnet import add_relocnet_config
 from relocnet.modeling.backbone import I3D, build_spatial_resnet
 from relocnet.modeling.weights import load_micro_weights, load_spatial_weights
+from test_correlation import one_thread  # noqa: F401  (autouse: one torch thread)
 
 
 def resnet_cfg(depth=50):
