@@ -36,6 +36,8 @@ class Preset:
 PRESETS = {
     "tiny": Preset({"train": 3, "val": 2, "test": 2}, (6, 7), (2, 3), 1),  # for tests
     "small": Preset({"train": 76, "val": 22, "test": 22}, (8, 12), (2, 5), 2, 0.7),
+    # medium: the CPU default models' training set (generates in ~10 min on 2 cores)
+    "medium": Preset({"train": 500, "val": 60, "test": 100}, (8, 16), (2, 5), 12),
     "full": Preset({"train": 1350, "val": 150, "test": 225}, (8, 20), (2, 5), 30),
 }
 
