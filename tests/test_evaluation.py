@@ -390,3 +390,27 @@ def test_write_predictions_is_atomic_and_validated(tmp_path):
     # missing pairs are allowed: they count as no prediction
     assert load_predictions(str(path), "temporal", pair_ids=["p1", "p2"]) == {
         "p1": [{"segment": [0.0, 1.0], "score": 0.5}]}
+
+
+def test_cli_by_label_scores_each_label_on_its_own_pairs(tmp_path, capsys):
+    cli = _load_cli()
+    gt, preds = temporal_case()
+    for p in gt[3:]:
+        p["label"] = "y"  # label x: p1-p3 (tIoU 1, 0.5, 0); label y: p4, p5 (tIoU 0.8, 0)
+    pairs, pred = _files(tmp_path, "temporal", gt, preds)
+    assert cli.main(["--pairs", pairs, "--predictions", pred, "--by-label"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert_metrics({k: v for k, v in got.items() if "/" not in k}, TEMPORAL_EXPECTED)
+    # x: > 0.5 only tIoU 1 -> 1/3 at every threshold; mean tIoU 1.5 / 3 = 50 %
+    assert got["R@1,tIoU>0.5/x"] == pytest.approx(100 / 3)
+    assert got["R@1,tIoU>0.9/x"] == pytest.approx(100 / 3)
+    assert got["mean tIoU/x"] == pytest.approx(50.0)
+    assert got["num_pairs/x"] == 3
+    # y: 0.8 > 0.5, 0.6, 0.7 but not > 0.8 -> 50, 50, 50, 0, 0; mean 30; mean tIoU 40
+    assert got["R@1,tIoU>0.7/y"] == pytest.approx(50.0)
+    assert got["R@1,tIoU>0.8/y"] == pytest.approx(0.0)
+    assert got["mean R@1 (tIoU 0.5:0.9)/y"] == pytest.approx(30.0)
+    assert got["mean tIoU/y"] == pytest.approx(40.0)
+    sgt, spreds = spatio_case()
+    spairs, spred = _files(tmp_path, "spatio_temporal", sgt, spreds)
+    assert cli.main(["--pairs", spairs, "--predictions", spred, "--by-label"]) == 1

@@ -25,6 +25,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pairs", required=True, help="pair file (ground truth)")
     p.add_argument("--predictions", required=True, help="prediction file")
+    p.add_argument("--by-label", action="store_true",
+                   help="temporal only: also score each label's pairs separately "
+                        "(keys '<metric>/<label>')")
     p.add_argument("--fps-eval", type=int, default=None,
                    help="spatio_temporal only: frames evaluated per reference second (default 1)")
     return p.parse_args(argv)
@@ -41,6 +44,9 @@ def evaluate(args):
     """(task, metrics) for the parsed arguments; ValueError/PairFileError on bad input."""
     pairs = load_pairs(args.pairs)
     task, gt = pairs["task"], pairs["pairs"]
+    if task == "spatio_temporal" and args.by_label:
+        raise ValueError("--by-label applies to temporal pair files; spatio_temporal metrics "
+                         "are already per label")
     if task == "temporal" and args.fps_eval is not None:
         raise ValueError("--fps-eval applies only to spatio_temporal pair files, "
                          f"{args.pairs} is temporal")
@@ -49,7 +55,12 @@ def evaluate(args):
     preds = load_predictions(args.predictions, task, pair_ids=[p["pair_id"] for p in gt])
     try:
         if task == "temporal":
-            return task, temporal_metrics(gt, preds)
+            metrics = temporal_metrics(gt, preds)
+            if args.by_label:
+                for label in sorted({p["label"] for p in gt}):
+                    sub = temporal_metrics([p for p in gt if p["label"] == label], preds)
+                    metrics.update({f"{k}/{label}": v for k, v in sub.items()})
+            return task, metrics
         return task, spatio_temporal_metrics(gt, preds, fps_eval=fps)
     except ValueError as e:  # nothing to score
         raise ValueError(f"{args.pairs}: {e}") from None
