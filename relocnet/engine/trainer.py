@@ -1,4 +1,6 @@
 """The relocnet Trainer: detectron2's DefaultTrainer with pair loaders, Adam and our evaluators."""
+import os
+
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data import get_detection_dataset_dicts
@@ -40,6 +42,9 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """The dataset's evaluator; predictions go to OUTPUT_DIR/inference/<dataset>."""
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_reloc_evaluator(dataset_name, output_dir=output_folder)
 
     @classmethod
