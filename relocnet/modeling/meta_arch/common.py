@@ -162,13 +162,17 @@ class RelocMetaArchBase(nn.Module):
         while jobs:
             same = [j for j in jobs if j[2] == jobs[0][2]]  # equal lengths stack
             batch, jobs = same[:limit], [j for j in jobs if j not in same[:limit]]
-            x = torch.stack([self.normalize(clips[i][s : s + n]) for i, s, n in batch])
-            out = dict(self.backbone(x))  # (B*T, C, h, w) each
-            out["keyframes"] = x[:, :, :, x.shape[3] // 2].flatten(0, 1)  # (B*T, 3, H, W)
-            yield [
-                (i, s, {k: v[b * n : (b + 1) * n] for k, v in out.items()})
-                for b, (i, s, n) in enumerate(batch)
-            ]
+            feats = self.window_features([clips[i][s : s + n] for i, s, n in batch])
+            yield [(i, s, f) for (i, s, _), f in zip(batch, feats)]
+
+    def window_features(self, windows: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
+        """One backbone call over windows of equal length (uint8 (n, N, H, W, 3) each): per window
+        ``{"res4", "features", "keyframes"}``, each with the window's n seconds on dim 0."""
+        x = torch.stack([self.normalize(w) for w in windows])
+        n = x.shape[1]
+        out = dict(self.backbone(x))  # (B*T, C, h, w) each
+        out["keyframes"] = x[:, :, :, x.shape[3] // 2].flatten(0, 1)  # (B*T, 3, H, W)
+        return [{k: v[b * n : (b + 1) * n] for k, v in out.items()} for b in range(len(windows))]
 
     # ------------------------------------------------------------------ query side (eq. 14)
     def query_rois(self, pairs: List[Dict[str, Any]], full_frame: bool) -> List[torch.Tensor]:

@@ -130,7 +130,7 @@ class RelocRCNN(RelocMetaArchBase):
     @torch.no_grad()
     def inference_one(self, pair: Dict[str, Any]) -> Dict[str, Any]:
         """Detections of every reference second (file pixels), per-second scores, segments."""
-        query = self.query_rois([pair], full_frame=False)
+        query = self.query_descriptor(pair)
         tr = pair["reference"].shape[0]
         proposals: List[Optional[Boxes]] = [None] * tr
         items = []
@@ -140,14 +140,11 @@ class RelocRCNN(RelocMetaArchBase):
             new = [k for k, t in enumerate(abs_seconds) if proposals[t] is None]
             new = [k for k in new if abs_seconds.index(abs_seconds[k]) == k]  # first copy only
             if new:
-                found, _ = self._rpn({k: v[new] for k, v in feats.items()})
+                found = self.propose({k: v[new] for k, v in feats.items()})
                 for k, p in zip(new, found):
-                    proposals[abs_seconds[k]] = p.proposal_boxes
+                    proposals[abs_seconds[k]] = p
             boxes = [proposals[t] for t in abs_seconds]
-            rois = self.pooler([feats["features"]], boxes)
-            logits, deltas = self.roi_heads(rois, query[0])
-            values = torch.cat([logits.sigmoid()[..., None], deltas], dim=2)  # (R, D, 5)
-            items.extend(zip(abs_seconds, values.split([len(b) for b in boxes])))
+            items.extend(zip(abs_seconds, self.match_regions(feats["features"], boxes, query)))
         return self._detections(pair, proposals, average_by_second(items, tr))
 
     def _detections(self, pair, proposals: List[Boxes], values: List[torch.Tensor]):
@@ -156,10 +153,8 @@ class RelocRCNN(RelocMetaArchBase):
         seconds = torch.as_tensor(pair["reference_seconds"], dtype=torch.long)
         per_second, second_scores = [], torch.zeros(len(values))
         for t, (boxes, v) in enumerate(zip(proposals, values)):
-            inst = self.roi_heads.inference(v[..., 0], v[..., 1:], boxes, size)
-            inst = detector_postprocess(inst, height, width)
-            inst.seconds = torch.full(
-                (len(inst),), int(seconds[t]), dtype=torch.long, device=inst.scores.device
+            inst = self.second_instances(
+                boxes, v, input_size=size, height=height, width=width, second=int(seconds[t])
             )
             per_second.append(inst)
             if len(inst):
@@ -167,3 +162,37 @@ class RelocRCNN(RelocMetaArchBase):
         out = self.temporal_outputs(second_scores, seconds)
         out["instances"] = Instances.cat(per_second).to("cpu")
         return out
+
+    # ------------------------------------------------------------------ steps of inference_one,
+    # public for streamed inference over long videos (relocnet/engine/inference.py)
+    def query_descriptor(self, pair: Dict[str, Any]) -> torch.Tensor:
+        """The pooled query-box features (D, C, S, S) of one pair."""
+        return self.query_rois([pair], full_frame=False)[0]
+
+    def propose(self, feats: Dict[str, torch.Tensor]) -> List[Boxes]:
+        """RPN proposal boxes (input pixels) of each second of ``feats`` (window_features keys)."""
+        found, _ = self._rpn(feats)
+        return [p.proposal_boxes for p in found]
+
+    def match_regions(
+        self, features: torch.Tensor, boxes: List[Boxes], query: torch.Tensor
+    ) -> List[torch.Tensor]:
+        """Per second of ``features`` (T, C, h, w) with its proposal ``boxes``: (R, D, 5) =
+        match probability and the 4 box deltas of each proposal x query object."""
+        rois = self.pooler([features], boxes)
+        logits, deltas = self.roi_heads(rois, query)
+        values = torch.cat([logits.sigmoid()[..., None], deltas], dim=2)  # (R, D, 5)
+        return list(values.split([len(b) for b in boxes]))
+
+    def second_instances(
+        self, boxes: Boxes, values: torch.Tensor, *, input_size, height: int, width: int,
+        second: int,
+    ) -> Instances:
+        """Post-processed detections of one second (match_regions values, averaged over windows),
+        rescaled from the input size to the (height, width) of the video file."""
+        inst = self.roi_heads.inference(values[..., 0], values[..., 1:], boxes, tuple(input_size))
+        inst = detector_postprocess(inst, height, width)
+        inst.seconds = torch.full(
+            (len(inst),), second, dtype=torch.long, device=inst.scores.device
+        )
+        return inst

@@ -51,12 +51,25 @@ class RelocTemporal(RelocMetaArchBase):
         """Match logits (n,) of every window of a backbone batch (one head call per pair)."""
         out: List[torch.Tensor] = []
         for i in sorted({i for i, _, _ in batch}):
-            windows = [f for j, _, f in batch if j == i]
+            windows = [f["features"] for j, _, f in batch if j == i]
             size = tuple(pairs[i]["reference"].shape[2:4])
-            rois = self._frame_rois(torch.cat([f["features"] for f in windows]), size)
-            logits, _ = self.head(rois, queries[i])
-            out.extend(logits[:, 0].split([f["features"].shape[0] for f in windows]))
+            out.extend(self.window_logits(windows, size, queries[i]))
         return out
+
+    # ------------------------------------------------------------------ steps of inference_one,
+    # public for streamed inference over long videos (relocnet/engine/inference.py)
+    def query_descriptor(self, pair: Dict[str, Any]) -> torch.Tensor:
+        """The pooled full-frame query features (1, C, S, S) of one pair."""
+        return self.query_rois([pair], full_frame=True)[0]
+
+    def window_logits(
+        self, features: List[torch.Tensor], size, query: torch.Tensor
+    ) -> List[torch.Tensor]:
+        """Match logits (n,) of reference windows, given their backbone ``"features"`` (n, C, h, w)
+        each, the input size (H, W) and a query descriptor; one head call for all of them."""
+        rois = self._frame_rois(torch.cat(features), size)
+        logits, _ = self.head(rois, query)
+        return list(logits[:, 0].split([f.shape[0] for f in features]))
 
     def forward(self, batched_inputs: List[Dict[str, Any]]):
         """Training: ``{"loss_cls"}``; inference: one dict per pair (see common.py)."""
@@ -78,7 +91,7 @@ class RelocTemporal(RelocMetaArchBase):
     @torch.no_grad()
     def inference_one(self, pair: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         """Scores of every reference second, merged over windows, and decoded segments."""
-        query = self.query_rois([pair], full_frame=True)
+        query = [self.query_descriptor(pair)]
         items = []
         for batch in self.iter_windows([pair["reference"]], self.reference_seconds):
             for (_, s, _), logits in zip(batch, self._window_logits(batch, query, [pair])):

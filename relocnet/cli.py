@@ -1,0 +1,239 @@
+"""The `relocnet` command: `relocnet relocalize` finds a query clip's action in a reference video.
+
+    relocnet relocalize --query Q.mp4 [--query-start S --query-end E]
+        [--query-box x1,y1,x2,y2 ... | --query-boxes FILE] --reference R.mp4
+        [--config-file C --weights W] [--top-k K] [--cache-dir DIR | --no-cache] --output DIR
+        [KEY VALUE ...]   (config overrides, as in detectron2's tools)
+
+Without boxes: temporal mode (a RelocTemporal config); with boxes: spatio-temporal (RelocRCNN).
+Results go to DIR only when everything succeeded: they are written to DIR.tmp-* first, then
+renamed. Problems print one line ``relocnet: error: ...`` on stderr and exit non-zero.
+"""
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from typing import Dict, List, Optional
+
+# The shipped defaults per mode, in one place (paths relative to the repository root).
+DEFAULTS = {
+    "temporal": {"config_file": "configs/synthreloc/relocnet_R18-L3D_cpu_synthreloc_temporal.yaml",
+                 "weights": ""},
+    "spatio_temporal": {"config_file": "configs/synthreloc/relocnet_R18-L3D_cpu_synthreloc_st.yaml",
+                        "weights": ""},
+}
+ARCHITECTURES = {"temporal": "RelocTemporal", "spatio_temporal": "RelocRCNN"}
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class CLIError(Exception):
+    """A problem with the command line or its files; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise CLIError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="relocnet", description="Video action re-localization (relocnet).")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("relocalize", help="find a query clip's action in a reference video")
+    p.add_argument("--query", required=True, help="query video")
+    p.add_argument("--query-start", type=float, default=None, help="query start (s, default 0)")
+    p.add_argument("--query-end", type=float, default=None, help="query end (s, default: its end)")
+    p.add_argument("--query-box", action="append", default=[], metavar="x1,y1,x2,y2",
+                   help="a query object's box (query video pixels); repeat for several objects")
+    p.add_argument("--query-boxes", default="",
+                   help='JSON {second: [x1,y1,x2,y2] or [[x1,y1,x2,y2], ...]} per query second')
+    p.add_argument("--reference", required=True, help="reference video (any length)")
+    p.add_argument("--config-file", default="", help="default: DEFAULTS[mode] in relocnet/cli.py")
+    p.add_argument("--weights", default=None, help="checkpoint (default: DEFAULTS[mode])")
+    p.add_argument("--allow-random-weights", action="store_true",
+                   help="run without trained weights (tests only: the results mean nothing)")
+    p.add_argument("--top-k", type=int, default=None, help="segments to report (DECODER.TOP_K)")
+    p.add_argument("--cache-dir", default="",
+                   help="feature cache (default $RELOCNET_CACHE or ~/.cache/relocnet/features)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    return ap
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def _parse_box(text: str) -> List[float]:
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise CLIError(f"--query-box {text!r}: expected four numbers x1,y1,x2,y2")
+    return box
+
+
+def _load_boxes_file(path: str) -> Dict[int, List[List[float]]]:
+    """{second: [box, ...]} from a --query-boxes file, checked for shape (not for frame size)."""
+    if not os.path.isfile(path):
+        raise CLIError(f"--query-boxes file {path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CLIError(f"--query-boxes file {path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or not data:
+        raise CLIError(f"--query-boxes file {path}: expected a non-empty JSON object "
+                       "{second: box or [boxes]}")
+    out = {}
+    for key, value in data.items():
+        try:
+            second = int(key)
+        except ValueError:
+            raise CLIError(f"--query-boxes file {path}: key {key!r} is not an integer second")
+        boxes = value if value and isinstance(value[0], list) else [value]
+        ok = all(isinstance(b, list) and len(b) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in b) for b in boxes)
+        if not isinstance(value, list) or not ok:
+            raise CLIError(f"--query-boxes file {path}: second {key}: expected [x1, y1, x2, y2] "
+                           f"or a list of such boxes, got {json.dumps(value)[:80]}")
+        out[second] = [[float(v) for v in b] for b in boxes]
+    return out
+
+
+def _resolve_defaults(args) -> str:
+    """Fill in config/weights for the mode; returns the mode."""
+    if args.query_box and args.query_boxes:
+        raise CLIError("give either --query-box or --query-boxes, not both")
+    mode = "spatio_temporal" if (args.query_box or args.query_boxes) else "temporal"
+    if not args.config_file:
+        args.config_file = os.path.join(REPO_ROOT, DEFAULTS[mode]["config_file"])
+    if args.weights is None:
+        args.weights = DEFAULTS[mode]["weights"]
+    for what, path in (("query video", args.query), ("reference video", args.reference),
+                       ("config file", args.config_file), ("weights", args.weights)):
+        if path and not os.path.isfile(path):
+            raise CLIError(f"{what} {path}: file not found")
+    if not args.weights and not args.allow_random_weights:
+        raise CLIError("no trained weights: pass --weights W (--allow-random-weights runs an "
+                       "untrained model, whose results mean nothing)")
+    if args.top_k is not None and args.top_k < 1:
+        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
+    return mode
+
+
+def _config(args, mode: str):
+    from .engine.setup import setup_cfg
+
+    opts = list(args.opts or [])
+    if args.top_k is not None:
+        opts += ["MODEL.RELOC.DECODER.TOP_K", str(args.top_k)]
+    try:
+        cfg = setup_cfg(argparse.Namespace(config_file=args.config_file, opts=opts),
+                        log=False)
+    except Exception as exc:  # yaml / yacs raise many types for a bad config
+        raise CLIError(f"config {args.config_file}: {type(exc).__name__}: {exc}") from exc
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch != ARCHITECTURES[mode]:
+        need = "query boxes were given" if mode == "spatio_temporal" else "no query box was given"
+        raise CLIError(f"config {args.config_file} builds {arch}, but {need}: {mode.replace('_', '-')}"
+                       f" mode needs a {ARCHITECTURES[mode]} config")
+    return cfg
+
+
+def _prepare_output(path: str) -> str:
+    """A fresh temp directory next to ``path``; ``path`` must be absent, empty or a relocnet
+    result (it is replaced only on success)."""
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise CLIError(f"--output {path} exists and is not a directory")
+        if os.listdir(path) and not os.path.isfile(os.path.join(path, "results.json")):
+            raise CLIError(f"--output {path} exists and is not a relocnet result; choose "
+                           "another directory")
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent)
+
+
+def _publish(tmp: str, path: str) -> None:
+    """Replace ``path`` by the finished ``tmp`` directory."""
+    path = os.path.abspath(path)
+    old = None
+    if os.path.exists(path):
+        old = tempfile.mkdtemp(prefix=os.path.basename(path) + ".old-", dir=os.path.dirname(path))
+        os.rmdir(old)
+        os.rename(path, old)
+    os.rename(tmp, path)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def relocalize_command(args) -> int:
+    from .engine.runner import run_relocalization
+
+    t0 = time.perf_counter()
+    mode = _resolve_defaults(args)
+    boxes = None
+    if args.query_boxes:
+        boxes = _load_boxes_file(args.query_boxes)
+    elif args.query_box:
+        first = int(args.query_start or 0)
+        boxes = {first: [_parse_box(b) for b in args.query_box]}
+    cfg = _config(args, mode)
+    tmp = _prepare_output(args.output)
+    try:
+        summary = run_relocalization(args, cfg, mode, boxes, tmp, t0)
+        _publish(tmp, args.output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    out = os.path.abspath(args.output)
+    for line in summary:
+        print(line)
+    print(f"report: {os.path.join(out, 'report.html')}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the `relocnet` console script; returns the exit code."""
+    from .data.video import VideoDecodeError
+    from .engine.inference import InputError, WeightsError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    # third-party notices that say nothing to a user of the command
+    warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+    try:
+        args = build_parser().parse_args(argv)
+        return relocalize_command(args)
+    except (CLIError, InputError, WeightsError, VideoDecodeError, OSError) as exc:
+        _error(str(exc))
+        return 2 if isinstance(exc, CLIError) else 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        _error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        return 1
+
+
+def _error(message: str) -> None:
+    print("relocnet: error: " + " ".join(message.split()), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""Re-localization of a query in a reference video of any length, streamed.
+
+The reference is decoded second by second (``iter_subclips`` at INPUT.VIDEO.FPS and size) and
+cut into the model's windows (REFERENCE_SECONDS, WINDOW_OVERLAP, ``window_starts``); the
+backbone runs on ``windows_per_batch`` windows at a time, exactly the batches of the model's own
+``inference_one``, and the per-second results are merged over windows by the same running
+average. Memory holds at most ``REFERENCE_SECONDS + windows_per_batch - 1`` decoded seconds, one
+batch of features, and the per-second results of the seconds that a later window still covers;
+what the whole reference leaves behind is one score per second (and, spatio-temporal, at most
+DETECTIONS_PER_SECOND boxes per second), so memory does not grow with the reference's length.
+
+What is kept per window batch, and cached (feature_cache.py): the backbone's ``"features"`` of
+each window (n, C, h, w), which do not depend on the query; for RelocRCNN also the RPN proposals
+of the seconds first seen in the batch (RelocRCNN proposes once per second, from its first
+window; proposals do not depend on the query either). Keeping full feature maps rather than ROI
+features is the smaller choice for both models (C x h x w per second vs C x S x S per proposal)
+and lets a cache hit replay the very same head calls: cached and computed scores are equal.
+"""
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+from ..data.mapper import seconds_of_span
+from ..data.video import VideoDecodeError, VideoInfo, iter_subclips, probe_video, read_subclips
+from ..modeling.meta_arch import RelocMetaArchBase, RelocRCNN, RelocTemporal
+from ..modeling.windows import window_starts
+from .feature_cache import FeatureCache, file_digest, model_digest
+
+__all__ = ["InputError", "WeightsError", "load_model", "prepare_query", "stream_windows",
+           "check_lengths", "nearest_boxes", "relocalize", "Relocalization"]
+
+
+class InputError(ValueError):
+    """A query/reference that cannot be re-localized (span, boxes, lengths)."""
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be read or does not fit the model built from the config."""
+
+
+class _RecordingCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer that keeps the incompatible keys instead of only logging them."""
+
+    incompatible = None
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        self.incompatible = incompatible
+
+
+def load_model(cfg, weights: str) -> RelocMetaArchBase:
+    """Build the config's model in eval mode and load ``weights`` (\"\" = keep the random
+    initialization, seeded). Every parameter must be found with its shape, else WeightsError."""
+    with torch.random.fork_rng(devices=[]):  # the same initialization every time
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+    if not isinstance(model, (RelocTemporal, RelocRCNN)):
+        raise WeightsError(f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} is not a "
+                           "relocnet model (RelocTemporal or RelocRCNN)")
+    if not weights:
+        return model
+    ckpt = _RecordingCheckpointer(model)
+    try:
+        ckpt.load(weights)
+    except Exception as exc:  # torch.load / pickle raise many types for a file that is no checkpoint
+        first = str(exc).split(". ")[0][:160]
+        raise WeightsError(f"cannot read weights {weights}: not a checkpoint torch.load(weights_only="
+                           f"True) accepts ({type(exc).__name__}: {first})") from exc
+    bad = ckpt.incompatible
+    if bad is None:
+        return model
+    problems = [f"{k} is {tuple(a)} in the file but {tuple(b)} in the model"
+                for k, a, b in bad.incorrect_shapes[:3]]
+    reshaped = {k for k, _, _ in bad.incorrect_shapes}
+    missing = [k for k in bad.missing_keys if k not in reshaped]
+    if missing:
+        problems.append(f"{len(missing)} parameters missing (e.g. {missing[0]})")
+    if bad.unexpected_keys:
+        problems.append(f"{len(bad.unexpected_keys)} unexpected parameters "
+                        f"(e.g. {bad.unexpected_keys[0]})")
+    if problems:
+        n = len(bad.incorrect_shapes)
+        more = f" ({n} shape mismatches in all)" if n > 3 else ""
+        raise WeightsError(f"weights {weights} do not fit the config "
+                           f"({cfg.MODEL.META_ARCHITECTURE}): " + "; ".join(problems) + more)
+    return model
+
+
+# ----------------------------------------------------------------------------- query
+
+
+def prepare_query(path: str, *, fps: int, size: Tuple[int, int], query_seconds: int,
+                  min_seconds: int = 1, start: Optional[float] = None, end: Optional[float] = None,
+                  boxes: Optional[Dict[int, List[List[float]]]] = None
+                  ) -> Tuple[Dict[str, Any], VideoInfo, List[int]]:
+    """The model's query inputs (``query``, ``query_valid``, ``query_boxes`` when ``boxes``) of the
+    span [start, end) of ``path`` (default: all of it), padded like RelocPairMapper; the query's
+    VideoInfo and its seconds. ``boxes``: {second: D boxes in pixels of the query file}; a second
+    without boxes takes the nearest annotated second's. Longer queries than QUERY_SECONDS are
+    kept whole (the model windows them)."""
+    info = probe_video(path)
+    start = 0.0 if start is None else float(start)
+    end = info.duration if end is None else float(end)
+    if not 0 <= start < end:
+        raise InputError(f"query span [{start:g}, {end:g}) s is empty or negative")
+    if end > info.duration + 0.5 / info.fps:
+        raise InputError(f"query span [{start:g}, {end:g}) s ends after the query video "
+                         f"{path} ({info.duration:.2f} s)")
+    seconds = [t for t in seconds_of_span(start, end) if t < info.num_seconds]
+    if len(seconds) < max(1, min_seconds):
+        raise InputError(f"query span [{start:g}, {end:g}) s of {path} holds {len(seconds)} whole "
+                         f"second(s); the model needs at least {max(1, min_seconds)}")
+    frames = read_subclips(path, fps, size, seconds[0], seconds[-1] + 1)[: len(seconds)]
+    tq = max(query_seconds, len(seconds))
+    query = np.zeros((tq,) + frames.shape[1:], dtype=np.uint8)
+    query[: len(frames)] = frames
+    valid = np.arange(tq) < len(frames)
+    out = {"query": torch.from_numpy(query), "query_valid": torch.from_numpy(valid)}
+    if boxes is not None:
+        out["query_boxes"] = torch.from_numpy(_query_boxes(boxes, seconds, tq, info, size, path))
+    return out, info, seconds
+
+
+def _query_boxes(boxes: Dict[int, List[List[float]]], seconds: Sequence[int], tq: int,
+                 info: VideoInfo, size: Tuple[int, int], path: str) -> np.ndarray:
+    """(tq, D, 4) boxes in input pixels; padded seconds repeat the last real one."""
+    if not boxes:
+        raise InputError("no query boxes given")
+    counts = {len(b) for b in boxes.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise InputError(f"every query second needs the same number (>= 1) of boxes; got "
+                         f"{sorted(counts)}")
+    for t, per in boxes.items():
+        if not 0 <= t < info.num_seconds:
+            raise InputError(f"query boxes given for second {t}, outside the query video {path} "
+                             f"(seconds 0..{info.num_seconds - 1})")
+        for b in per:
+            x1, y1, x2, y2 = b
+            if not (x2 > x1 and y2 > y1):
+                raise InputError(f"query box {list(b)} (second {t}) has no area")
+            if x1 < 0 or y1 < 0 or x2 > info.width or y2 > info.height:
+                raise InputError(f"query box {list(b)} (second {t}) lies outside the "
+                                 f"{info.width}x{info.height} frame of {path}")
+    h, w = size
+    scale = np.array([w / info.width, h / info.height] * 2, dtype=np.float32)
+    out = np.zeros((tq, counts.pop(), 4), dtype=np.float32)
+    for i in range(tq):
+        out[i] = np.asarray(nearest_boxes(boxes, seconds[min(i, len(seconds) - 1)])) * scale
+    return out
+
+
+def nearest_boxes(boxes: Dict[int, List[List[float]]], second: int) -> List[List[float]]:
+    """The boxes of ``second``, or of the nearest annotated second (the earlier on ties)."""
+    return boxes[min(boxes, key=lambda k: (abs(k - second), k))]
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def stream_windows(path: str, *, fps: int, size: Tuple[int, int], length: int, window: int,
+                   overlap: int, per_batch: int) -> Iterator[Tuple[List[int], List[torch.Tensor]]]:
+    """(window starts, uint8 windows (n, N, H, W, 3)) per backbone batch, decoded on the fly;
+    the same windows and batches as ``RelocMetaArchBase.iter_windows`` over the whole video."""
+    starts = window_starts(length, window, min(overlap, window - 1))
+    n = min(window, length)
+    clips = iter_subclips(path, fps, size, 0, length)
+    buf: Dict[int, np.ndarray] = {}
+    for b in range(0, len(starts), per_batch):
+        batch = starts[b : b + per_batch]
+        while len(buf) == 0 or max(buf) < batch[-1] + n - 1:
+            clip = next(clips, None)
+            if clip is None:
+                raise VideoDecodeError(path, f"decoding ended after {max(buf, default=-1) + 1} of "
+                                             f"{length} seconds")
+            buf[clip.second] = clip.frames
+        yield batch, [torch.from_numpy(np.stack([buf[t] for t in range(s, s + n)]))
+                      for s in batch]
+        keep_from = starts[b + per_batch] if b + per_batch < len(starts) else length
+        for t in [t for t in buf if t < keep_from]:
+            del buf[t]
+    for _ in clips:  # let the decoder finish its checks of the span (late damage reports)
+        pass
+
+
+def _worth_caching(writer, batches: float, note: Callable[[str], None]) -> bool:
+    """False (and a note) when the entry would take more than half of the cache's size cap,
+    estimated from the chunks written so far (chunks are nearly equal in size)."""
+    cap = writer.cache.max_bytes
+    if cap is None or writer.num_chunks != 1:
+        return True
+    estimate = writer.bytes_written * batches
+    if estimate <= cap / 2:
+        return True
+    note(f"not caching features of {writer.meta.get('reference')}: they would take "
+         f"{estimate / 2**30:.1f} GiB, more than half of the cache's {cap / 2**30:.1f} GiB cap")
+    return False
+
+
+def check_lengths(query_seconds: int, reference: VideoInfo) -> None:
+    """InputError unless the reference has at least as many whole seconds as the query."""
+    if query_seconds > reference.num_seconds:
+        raise InputError(f"the query ({query_seconds} s) is longer than the reference "
+                         f"{reference.path} ({reference.num_seconds} whole seconds)")
+
+
+class _RunningMean:
+    """Per-second means of values added in order, handed out once no later window adds to them."""
+
+    def __init__(self):
+        self.sums: Dict[int, Any] = {}
+        self.counts: Dict[int, int] = {}
+
+    def add(self, t: int, value) -> None:
+        self.sums[t] = value if t not in self.sums else self.sums[t] + value
+        self.counts[t] = self.counts.get(t, 0) + 1
+
+    def pop_before(self, limit: int) -> List[Tuple[int, Any]]:
+        done = sorted(t for t in self.sums if t < limit)
+        return [(t, self.sums.pop(t) / self.counts.pop(t)) for t in done]
+
+
+@dataclass
+class Relocalization:
+    """The model's output contract for the reference, plus how it was obtained."""
+
+    outputs: Dict[str, Any]
+    reference: VideoInfo
+    cache: str  # "hit", "miss" or "off"
+    cache_key: str = ""
+    messages: List[str] = field(default_factory=list)
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def _compact(inst: Instances) -> np.ndarray:
+    """One second's detections as a (k, 7) float64 array (small and fragment-free to keep)."""
+    return torch.cat([inst.pred_boxes.tensor.double(), inst.scores.double()[:, None],
+                      inst.pred_classes.double()[:, None], inst.seconds.double()[:, None]],
+                     dim=1).cpu().numpy()
+
+
+def _instances(detections: List[np.ndarray], image_size: Tuple[int, int]) -> Instances:
+    """The contract's Instances (pred_boxes, scores, pred_classes, seconds) from _compact rows."""
+    rows = torch.from_numpy(np.concatenate(detections) if detections else np.zeros((0, 7)))
+    inst = Instances(image_size)
+    inst.pred_boxes = Boxes(rows[:, :4].float())
+    inst.scores = rows[:, 4].float()
+    inst.pred_classes = rows[:, 5].long()
+    inst.seconds = rows[:, 6].long()
+    return inst
+
+
+def _features_chunk(model, starts: List[int], windows: List[torch.Tensor],
+                    proposals: Dict[int, Boxes]) -> Dict[str, np.ndarray]:
+    """Run the backbone (and, RelocRCNN, the RPN on new seconds): one cacheable chunk."""
+    feats = model.window_features(windows)
+    chunk = {"starts": np.asarray(starts, dtype=np.int64),
+             "features": torch.stack([f["features"] for f in feats]).cpu().numpy()}
+    if isinstance(model, RelocRCNN):
+        cat = {k: torch.cat([f[k] for f in feats]) for k in feats[0]}
+        n = windows[0].shape[0]
+        abs_seconds = [s + t for s in starts for t in range(n)]
+        new = [k for k, t in enumerate(abs_seconds)
+               if t not in proposals and abs_seconds.index(t) == k]
+        found = model.propose({k: v[new] for k, v in cat.items()}) if new else []
+        chunk["proposal_seconds"] = np.asarray([abs_seconds[k] for k in new], dtype=np.int64)
+        chunk["proposal_counts"] = np.asarray([len(b) for b in found], dtype=np.int64)
+        chunk["proposal_boxes"] = (torch.cat([b.tensor for b in found]).cpu().numpy() if found
+                                   else np.zeros((0, 4), np.float32))
+    return chunk
+
+
+@torch.no_grad()
+def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, *, fps: int,
+               size: Tuple[int, int], cache: Optional[FeatureCache] = None, cfg=None,
+               progress: Optional[Callable[[int], None]] = None,
+               log: Optional[Callable[[str], None]] = None) -> Relocalization:
+    """Re-localize ``query`` (prepare_query's inputs) in the video ``reference``, streamed.
+
+    ``cache`` (with ``cfg``, for the key) reuses or stores the reference's features.
+    ``progress(n)`` is called with the number of reference seconds finished since the last call;
+    ``log(message)`` with what happened to the cache (also kept in ``.messages``).
+    """
+    t0 = time.perf_counter()
+    info = probe_video(reference)
+    length = info.num_seconds
+    if length < 1:
+        raise InputError(f"reference video {reference} is shorter than one second")
+    check_lengths(int(query["query_valid"].sum()), info)
+    rcnn = isinstance(model, RelocRCNN)
+    qdesc = model.query_descriptor(dict(query, pair_id="query"))
+    timings = {"query_features": time.perf_counter() - t0}
+    entry, writer, key, messages, status = None, None, "", [], "off"
+    if cache is not None:
+        t1 = time.perf_counter()
+        key = cache.key(file_digest(reference), model_digest(cfg, model))
+        known = len(cache.problems)
+        entry = cache.lookup(key)
+        messages += cache.problems[known:]
+        timings["cache_key"] = time.perf_counter() - t1
+        status = "hit" if entry is not None else "miss"
+        if entry is not None:
+            messages.append(f"reusing cached features for {reference} ({entry.path})")
+        else:
+            messages.append(f"computing features for {reference}; caching them in {cache.root}")
+            writer = cache.writer(key, {"reference": reference, "seconds": length,
+                                        "architecture": type(model).__name__})
+    proposals: Dict[int, Boxes] = {}  # RelocRCNN: of the seconds that later windows still cover
+
+    def note(message: str) -> None:
+        messages.append(message)
+        if log is not None:
+            log(message)
+
+    for m in messages if log is not None else ():
+        log(m)
+    if entry is not None:
+        chunks: Iterator[Dict[str, np.ndarray]] = entry.chunks()
+    else:
+        chunks = (_features_chunk(model, starts, windows, proposals)
+                  for starts, windows in stream_windows(
+                      reference, fps=fps, size=size, length=length,
+                      window=model.reference_seconds, overlap=model.window_overlap,
+                      per_batch=model.windows_per_batch))
+    all_starts = window_starts(length, model.reference_seconds,
+                               min(model.window_overlap, model.reference_seconds - 1))
+    merged = _RunningMean()
+    scores = torch.zeros(length)
+    detections: List[np.ndarray] = []  # per second: (k, 7) box, score, query object, second
+    done = batch_index = 0
+    t2 = time.perf_counter()
+    try:
+        for chunk in chunks:
+            if writer is not None:
+                writer.append(chunk)
+                if not _worth_caching(writer, len(all_starts) / len(chunk["starts"]), note):
+                    writer.abort()
+                    writer = None
+            starts = chunk["starts"].tolist()
+            if starts != all_starts[batch_index : batch_index + len(starts)]:
+                raise RuntimeError(f"feature chunk {batch_index} does not fit the windows of "
+                                   f"{reference}")
+            batch_index += len(starts)
+            features = [torch.from_numpy(f).to(model.device) for f in chunk["features"]]
+            n = features[0].shape[0]
+            abs_seconds = [s + t for s in starts for t in range(n)]
+            if rcnn:
+                boxes = torch.from_numpy(chunk["proposal_boxes"]).to(model.device)
+                for t, b in zip(chunk["proposal_seconds"].tolist(),
+                                boxes.split(chunk["proposal_counts"].tolist())):
+                    proposals[t] = Boxes(b)
+                values = model.match_regions(torch.cat(features),
+                                             [proposals[t] for t in abs_seconds], qdesc)
+            else:
+                values = [p for lg in model.window_logits(features, size, qdesc)
+                          for p in lg.sigmoid()]
+            for t, v in zip(abs_seconds, values):
+                merged.add(t, v)
+            limit = all_starts[batch_index] if batch_index < len(all_starts) else length
+            for t, v in merged.pop_before(limit):
+                if rcnn:
+                    inst = model.second_instances(proposals.pop(t), v, input_size=size,
+                                                  height=info.height, width=info.width, second=t)
+                    detections.append(_compact(inst))
+                    scores[t] = inst.scores.max().cpu() if len(inst) else 0.0
+                else:
+                    scores[t] = v.cpu()
+            if progress is not None:
+                progress(limit - done)
+            done = limit
+        if done != length:
+            raise RuntimeError(f"{reference}: features cover {done} of {length} seconds")
+        if writer is not None:
+            writer.commit()
+    finally:
+        if writer is not None:
+            writer.abort()  # no-op after commit
+    timings["reference"] = time.perf_counter() - t2
+    outputs = model.temporal_outputs(scores, torch.arange(length))
+    if rcnn:
+        outputs["instances"] = _instances(detections, (info.height, info.width))
+    return Relocalization(outputs, info, status, key, messages, timings)
