@@ -27,10 +27,10 @@ entries (a hit refreshes an entry's mtime); the streaming code does not cache a 
 entry would take more than half of it.
 
 Size: an entry holds every window's features, float32, so each second is stored once per window
-covering it (REFERENCE_SECONDS / (REFERENCE_SECONDS - WINDOW_OVERLAP): 5 for 5 s windows that
-overlap by 4 s):
-about 0.14 MB per reference second (0.5 GB per hour) for the CPU configs (144 channels at 6 x 8),
-and about 9.6 MB per second for the paper config (1600 channels at 15 x 20).
+covering it (REFERENCE_SECONDS / (REFERENCE_SECONDS - WINDOW_OVERLAP) windows): C x h x w x 4 B per
+window-second. CPU configs (144 channels at 6 x 8): 28 kB per window-second, so about 46 kB per
+reference second (170 MB per hour) with their 2 s test overlap and 0.14 MB per second with a 4 s
+one. The paper config (1600 channels at 15 x 20, 4 s overlap): about 9.6 MB per second.
 """
 import hashlib
 import io
