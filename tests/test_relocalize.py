@@ -165,6 +165,17 @@ def test_cache_entries_are_complete_or_ignored(tmp_path):
     assert not os.path.exists(first) and os.path.exists(second)
 
 
+def test_reference_too_big_for_the_cache_is_not_cached(env, tmp_path):
+    cfg = tiny_cfg("RelocTemporal")
+    model = load_model(cfg, str(env["dir"] / "t.pth"))
+    query, _, _ = prepare_query(env["query"], fps=FPS, size=(H, W), query_seconds=3)
+    small = FeatureCache(str(tmp_path / "cache"), max_bytes=20_000)  # the entry would be ~80 kB
+    got = relocalize(model, query, env["ref"], fps=FPS, size=(H, W), cache=small, cfg=cfg)
+    plain = relocalize(model, query, env["ref"], fps=FPS, size=(H, W))
+    assert "not caching features" in got.messages[-1] and not os.listdir(tmp_path / "cache")
+    assert torch.equal(got.outputs["second_scores"], plain.outputs["second_scores"])
+
+
 def test_partial_entry_is_recomputed(env, tmp_path, capsys):
     cache_dir, out = tmp_path / "cache", tmp_path / "out"
     argv = ["--query", env["query"], "--reference", env["ref"], *env["t"], "--no-progress",
