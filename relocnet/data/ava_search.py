@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from .datasets import find_video, video_entry, video_index, write_pair_files
+from .pairs import seconds_to_segments
 
 __all__ = ["Run", "VideoSize", "AvaAnnotations", "read_ava_csv", "load_val_test", "label_str",
            "find_runs", "persons_by_label", "reference_span", "video_sizes", "build_pairs",
@@ -220,16 +221,6 @@ def _pixels(box: Sequence[float], size: VideoSize) -> List[float]:
     return [round(x1 * w, 2), round(y1 * h, 2), round(x2 * w, 2), round(y2 * h, 2)]
 
 
-def _segments(seconds: Sequence[int]) -> List[List[int]]:
-    segs: List[List[int]] = []
-    for t in seconds:
-        if segs and segs[-1][1] == t:
-            segs[-1][1] = t + 1
-        else:
-            segs.append([t, t + 1])
-    return segs
-
-
 def build_pairs(ann: AvaAnnotations, runs: Dict[Label, List[Run]], order: Sequence[Label], *,
                 sizes: Dict[str, VideoSize], seed: int = UPSTREAM_SEED, time_offset: int = 0,
                 excluded: Set[Tuple[str, int]] = frozenset()) -> List[Dict[str, Any]]:
@@ -257,7 +248,7 @@ def build_pairs(ann: AvaAnnotations, runs: Dict[Label, List[Run]], order: Sequen
                           "boxes": {t - off: _pixels(ann.boxes[(q.video, t, q.person)], qs)
                                     for t in range(q.first, q.last + 1)}},
                 "reference": {"video": rs.path, "start": start - off, "end": end - off},
-                "segments": [[s - off, e - off] for s, e in _segments(sorted(gt))],
+                "segments": [[s - off, e - off] for s, e in seconds_to_segments(sorted(gt))],
                 "boxes": {t - off: b for t, b in gt.items()},
                 "source": {"query_person": q.person, "reference_person": r.person,
                            "reference_run": [r.first, r.last + 1]},
@@ -286,7 +277,7 @@ def from_upstream_pairs(items: Sequence[Any], *, split: str, sizes: Dict[str, Vi
             "query": {"video": qs.path, "start": min(q["frames"]) - off,
                       "end": max(q["frames"]) + 1 - off, "boxes": qbox},
             "reference": {"video": rs.path, "start": r["start"] - off, "end": r["end"] - off},
-            "segments": _segments(sorted(gt)), "boxes": gt,
+            "segments": seconds_to_segments(sorted(gt)), "boxes": gt,
         })
     return pairs
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, List
 TASKS = ("temporal", "spatio_temporal")
 
 __all__ = ["PairFileError", "TASKS", "load_pairs", "save_pairs", "validate_pairs",
-           "resolve_video", "write_json_atomic"]
+           "resolve_video", "write_json_atomic", "seconds_to_segments"]
 
 
 class PairFileError(ValueError):
@@ -186,6 +186,17 @@ def resolve_video(pair_file: str, video: str) -> str:
     if os.path.isabs(video):
         return video
     return os.path.join(os.path.dirname(os.path.abspath(pair_file)), video)
+
+
+def seconds_to_segments(seconds) -> List[List[int]]:
+    """Sorted whole seconds -> maximal segments [s, e) of consecutive seconds."""
+    segs: List[List[int]] = []
+    for t in seconds:
+        if segs and segs[-1][1] == t:
+            segs[-1][1] = t + 1
+        else:
+            segs.append([t, t + 1])
+    return segs
 
 
 def _jsonable(obj):

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..pairs import seconds_to_segments
 from .actions import ACTIONS, IDLE, XOFF, Instance, classes, pose_at
 from .actors import TEXTURE_KINDS, Appearance, random_colour
 from .scene import (MARGIN, WORLD_H, WORLD_W, ActorPlan, Background, Camera, Occluder, Segment,
@@ -248,13 +249,7 @@ def class_runs(plan: VideoPlan, name: str) -> List[Tuple[int, int]]:
     """Maximal runs [s, e) of seconds in which at least one actor does ``name``."""
     secs = sorted({t for a in plan.actors for s in a.segments if s.name == name
                    for t in range(s.start, s.end)})
-    runs: List[List[int]] = []
-    for t in secs:
-        if runs and runs[-1][1] == t:
-            runs[-1][1] = t + 1
-        else:
-            runs.append([t, t + 1])
-    return [(s, e) for s, e in runs]
+    return [(s, e) for s, e in seconds_to_segments(secs)]
 
 
 def _pairable(plan: VideoPlan, name: str) -> bool:
