@@ -20,7 +20,9 @@ displacement channel (a depthwise convolution with a constant kernel). All imple
   in the same GEMM) against the reference rows its window reaches, which are a strided view of
   the features (no copy of the reference). The ``window**2`` displacements of every location are
   then picked from the blocks with one precomputed gather. The backward (a custom autograd
-  Function) is the same block GEMMs transposed. ``rows_per_block`` trades wasted products
+  Function) is block GEMMs too: the query gradient by the same blocks, the reference gradient
+  by blocks of reference rows (each row written once, no accumulation into a zeroed tensor),
+  the gather's adjoint an injective scatter. ``rows_per_block`` trades wasted products
   (columns outside the window, rows of the block that are out of reach of each other) against
   GEMM size; :func:`rows_per_block` picks it by a cost model measured on CPU (docs/BENCHMARKS.md);
 * ``gram``: the same code with one block (the whole Gram matrix, 1 GEMM per pair set): more wasted
@@ -97,9 +99,10 @@ def computed_flops(pairs: int, channels: int, h: int, w: int, window: int, rows:
 def rows_per_block(h: int, w: int, window: int, channels: int, pairs: int) -> int:
     """Rows per query block minimising a CPU cost model of the block GEMMs.
 
-    Model (fitted on the 2-core benchmark machine, docs/BENCHMARKS.md): a GEMM with an m x n
-    output costs like (m + 24) * (n + 24) * (k + 64) multiply-adds at full speed (narrow GEMMs
-    run below peak), plus 20 microseconds worth of multiply-adds per batched call.
+    Model (chosen to reproduce the ordering of block sizes measured on the 2-core CPU machine,
+    docs/BENCHMARKS.md): a GEMM with an m x n output costs like (m + 24) * (n + 24) * (k + 64)
+    multiply-adds at full speed (narrow GEMMs run below peak), plus 20 microseconds worth of
+    multiply-adds per batched call (small problems: one block).
     """
     per_call = 20e-6 * 30e9  # multiply-adds
     best, best_cost = h, float("inf")
@@ -134,45 +137,61 @@ def _correlate_reference(a: torch.Tensor, b: torch.Tensor, patch: int, window: i
 
 
 @lru_cache(maxsize=64)
-def _plan(h: int, w: int, window: int, rows: int, d: int, device: str):
-    """Block list and gather indices for D query objects.
+def _plan(h: int, w: int, window: int, rows: int, d: int, device: str,
+          by_reference: bool = False):
+    """Blocks and gather indices of the block GEMM outputs, for D query objects.
 
-    The block GEMM outputs of one pair are concatenated (flattened, block after block, each
-    (D, y1-y0, W, r1-r0, W)) and followed by one zero; ``src`` maps every output position
-    (d, k, y, x) to its entry there (the zero when the displacement leaves the map); ``valid``
-    lists the output positions that have an entry (for the backward scatter).
+    Blocks come from ``_blocks``: ``rows`` consecutive rows and the rows they reach. Normally
+    (forward, query gradient) a block holds query rows [y0, y1) and the reference rows [r0, r1)
+    they reach; ``by_reference`` swaps the roles (reference-gradient blocks: reference rows
+    [y0, y1), each written once, and the query rows [r0, r1) that reach them). A block's output
+    per pair is (D, query rows, W, reference rows, W), flattened; the blocks of one pair are
+    concatenated (``total`` entries), then one zero. Returns (query/reference row ranges per
+    block, total, src, pos, src[pos]): ``src`` maps every output position (d, k, y, x) to its
+    entry (the zero when the displacement leaves the map); ``pos`` lists the positions that have
+    an entry (for the backward scatter, which is injective).
     """
     r = window // 2
     blocks = _blocks(h, window, rows)
-    offsets, total = [], 0
-    for y0, y1, r0, r1 in blocks:
-        offsets.append(total)
-        total += d * (y1 - y0) * w * (r1 - r0) * w
+    if by_reference:  # (query rows, reference rows) of each block
+        ranges = [(r0, r1, y0, y1) for y0, y1, r0, r1 in blocks]
+    else:
+        ranges = list(blocks)
+    sizes = [d * (q1 - q0) * w * (b1 - b0) * w for q0, q1, b0, b1 in ranges]
+    offsets = torch.tensor([0] + sizes[:-1]).cumsum(0)
+    total = sum(sizes)
     ys = torch.arange(h).view(1, h, 1)
     xs = torch.arange(w).view(1, 1, w)
     dy = torch.arange(-r, r + 1).repeat_interleave(window).view(-1, 1, 1)  # k = dy_idx*W + dx_idx
     dx = torch.arange(-r, r + 1).repeat(window).view(-1, 1, 1)
-    y2, x2 = ys + dy, xs + dx  # (W^2, H, W)
+    y2, x2 = ys + dy, xs + dx  # (W^2, H, W): the reference location of (k, y, x)
     valid = (y2 >= 0) & (y2 < h) & (x2 >= 0) & (x2 < w)
-    block_of_row = torch.tensor([i for i, (y0, y1, _, _) in enumerate(blocks) for _ in range(y0, y1)])
-    bi = block_of_row[ys.expand_as(y2)]  # block of each query row
-    t = torch.tensor(blocks)
-    y0, y1, r0, r1 = (t[:, j][bi] for j in range(4))
-    nq, nr = (y1 - y0) * w, (r1 - r0) * w  # GEMM rows (per query object) and columns
-    off = torch.tensor(offsets)[bi]
-    # entry of (d, k, y, x): block offset + ((d * nq + (y - y0) * W + x) * nr + (y2 - r0) * W + x2
+    block_of_row = torch.tensor([i for i, (y0, y1, _, _) in enumerate(blocks)
+                                 for _ in range(y0, y1)])
+    bi = block_of_row[(y2.clamp(0, h - 1) if by_reference else ys).expand_as(y2)]
+    t = torch.tensor(ranges)
+    q0, q1, b0, b1 = (t[:, j][bi] for j in range(4))
+    nq, nr = (q1 - q0) * w, (b1 - b0) * w  # GEMM rows (per query object) and columns
+    # entry of (d, k, y, x): block offset + (d * nq + (y - q0) * W + x) * nr + (y2 - b0) * W + x2
     di = torch.arange(d).view(d, 1, 1, 1)
-    src = off + (di * nq + (ys - y0) * w + xs) * nr + (y2 - r0) * w + x2
+    src = offsets[bi] + (di * nq + (ys - q0) * w + xs) * nr + (y2 - b0) * w + x2
     src = torch.where(valid, src, torch.full_like(src, total)).reshape(-1)
     pos = valid.expand(d, -1, -1, -1).reshape(-1).nonzero().flatten()
     dev = torch.device(device)
-    return blocks, total, src.to(dev), pos.to(dev), src[pos].to(dev)
+    return ranges, total, src.to(dev), pos.to(dev), src[pos].to(dev)
 
 
 def _query_block(query: torch.Tensor, y0: int, y1: int) -> torch.Tensor:
     """(Bq, D, C, H, W) -> (Bq, D * (y1 - y0) * W, C), rows y0..y1-1 (a view when D == 1)."""
     bq, d, c, _, w = query.shape
     return query[:, :, :, y0:y1].permute(0, 1, 3, 4, 2).reshape(bq, d * (y1 - y0) * w, c)
+
+
+def _scatter_grad(grad_out: torch.Tensor, plan) -> torch.Tensor:
+    """Adjoint of the forward gather into a plan's block layout: (P, total)."""
+    _, total, _, pos, src_pos = plan
+    grad = grad_out.new_zeros(grad_out.shape[0], total)
+    return grad.index_copy_(1, src_pos, grad_out.index_select(1, pos))
 
 
 class _BandedCorrelation(torch.autograd.Function):
@@ -186,7 +205,7 @@ class _BandedCorrelation(torch.autograd.Function):
     def forward(ctx, ref, query, window: int, rows: int):
         p, c, h, w = ref.shape
         d = query.shape[1]
-        blocks, total, src, _, _ = _plan(h, w, window, rows, d, str(ref.device))
+        blocks, _, src, _, _ = _plan(h, w, window, rows, d, str(ref.device))
         parts = []
         for y0, y1, r0, r1 in blocks:
             q = _query_block(query, y0, y1).expand(p, -1, -1)  # (P, Nq, C)
@@ -203,25 +222,30 @@ class _BandedCorrelation(torch.autograd.Function):
         ref, query = ctx.saved_tensors
         p, c, h, w = ref.shape
         bq, d = query.shape[:2]
-        blocks, total, _, pos, src_pos = _plan(h, w, ctx.window, ctx.rows, d, str(ref.device))
-        grad_gram = grad_out.new_zeros(p, total)  # (location, displacement) -> entry: injective
-        grad_gram.index_copy_(1, src_pos, grad_out.index_select(1, pos))
-        need_ref, need_query = ctx.needs_input_grad[:2]
-        grad_ref = torch.zeros_like(ref) if need_ref else None
-        grad_query = torch.zeros_like(query) if need_query else None
-        start = 0
-        for y0, y1, r0, r1 in blocks:
-            nq, nr = d * (y1 - y0) * w, (r1 - r0) * w
-            g = grad_gram[:, start: start + nq * nr].view(p, nq, nr)
-            start += nq * nr
-            r = ref[:, :, r0:r1].reshape(p, c, nr)
-            if need_ref:  # accumulated in place: blocks share reference rows
-                q = _query_block(query, y0, y1).expand(p, -1, -1)
-                grad_ref[:, :, r0:r1].view(p, c, nr).baddbmm_(q.transpose(1, 2), g)
-            if need_query:
+        grad_ref = grad_query = None
+        if ctx.needs_input_grad[0]:  # by reference-row blocks: each row written once
+            plan = _plan(h, w, ctx.window, ctx.rows, d, str(ref.device), True)
+            grad = _scatter_grad(grad_out, plan)
+            parts, start = [], 0
+            for q0, q1, b0, b1 in plan[0]:
+                nq, nr = d * (q1 - q0) * w, (b1 - b0) * w
+                g = grad[:, start: start + nq * nr].view(p, nq, nr)
+                start += nq * nr
+                q = _query_block(query, q0, q1).expand(p, -1, -1)
+                parts.append(torch.bmm(q.transpose(1, 2), g).view(p, c, b1 - b0, w))
+            grad_ref = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+        if ctx.needs_input_grad[1]:
+            plan = _plan(h, w, ctx.window, ctx.rows, d, str(ref.device))
+            grad = _scatter_grad(grad_out, plan)
+            grad_query = torch.zeros_like(query)
+            start = 0
+            for y0, y1, r0, r1 in plan[0]:
+                nq, nr = d * (y1 - y0) * w, (r1 - r0) * w
+                g = grad[:, start: start + nq * nr].view(p, nq, nr)
+                start += nq * nr
+                r = ref[:, :, r0:r1].reshape(p, c, nr)
                 gq = _sum_pairs(g, r) if bq == 1 else torch.bmm(g, r.transpose(1, 2))
-                gq = gq.view(bq, d, y1 - y0, w, c).permute(0, 1, 4, 2, 3)
-                grad_query[:, :, :, y0:y1] += gq
+                grad_query[:, :, :, y0:y1] += gq.view(bq, d, y1 - y0, w, c).permute(0, 1, 4, 2, 3)
         return grad_ref, grad_query, None, None
 
 
