@@ -111,6 +111,10 @@ def test_pipeline_tiny(capsys, tmp_path):
     for name, r in stages.items():
         assert r["seconds"] == 3 and r["x_real_time"] == pytest.approx(3 / r["wall_s"])
     assert stages["match_cached"]["cache"] == "hit" and stages["end_to_end"]["cache"] == "off"
+    # the cached rate leaves out the per-call costs (query features, cache key); end to end not
+    cached, e2e = stages["match_cached"], stages["end_to_end"]
+    assert cached["call_wall_s"] >= cached["wall_s"] and cached["fixed_s"] > 0
+    assert e2e["call_wall_s"] == e2e["wall_s"]
     assert set(result["memory"]) == {"0.05", "0.1"}
     assert [r["seconds"] for r in result["memory"].values()] == [3, 6]
     for r in result["memory"].values():
