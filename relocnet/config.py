@@ -49,7 +49,7 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.CORR = CN()
     _C.MODEL.RELOC.CORR.PATCH = 0  # s: the patch is (2s+1) x (2s+1)
     _C.MODEL.RELOC.CORR.WINDOW = 7  # W: displacements form a W x W neighbourhood
-    _C.MODEL.RELOC.CORR.IMPL = "fast"  # fast (GEMM) | reference (loop, for tests)
+    _C.MODEL.RELOC.CORR.IMPL = "fast"  # fast (banded GEMMs) | gram (one GEMM per pair) | reference (loop)
     _C.MODEL.RELOC.CORR.NORMALIZE = True  # divide by channels x patch area (FlowNet convention)
 
     # ROI pooling and head (eqs. 13-20)
