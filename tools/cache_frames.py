@@ -27,7 +27,7 @@ def _init(directory, fps, size):
 
 
 def _decode(path):
-    _cache.read(path, 0, 0)
+    _cache.fill(path)
     return path
 
 

@@ -80,25 +80,32 @@ class DecodedVideoCache:
         key = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{self.fps}|{self.size}"
         return os.path.join(self.directory, hashlib.sha1(key.encode()).hexdigest() + ".npy")
 
+    def fill(self, path: str) -> Optional[np.ndarray]:
+        """Decode ``path`` into its entry unless it exists; return the frames if decoded now."""
+        entry = self._entry(path)
+        if os.path.exists(entry):
+            return None
+        frames = read_subclips(path, self.fps, self.size)
+        os.makedirs(self.directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, frames)
+            os.replace(tmp, entry)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return frames
+
     def read(self, path: str, first: int, stop: int) -> np.ndarray:
         """Sub-clips of seconds [first, stop) as uint8 (T, N, H, W, 3)."""
         if not self.directory:
             return read_subclips(path, self.fps, self.size, first, stop)
-        entry = self._entry(path)
-        if not os.path.exists(entry):
-            frames = read_subclips(path, self.fps, self.size)
-            os.makedirs(self.directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.directory)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, frames)
-                os.replace(tmp, entry)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-                raise
+        frames = self.fill(path)
+        if frames is not None:
             return frames[first:stop]
-        return np.asarray(np.load(entry, mmap_mode="r")[first:stop])
+        return np.asarray(np.load(self._entry(path), mmap_mode="r")[first:stop])
 
 
 class RelocPairMapper:
