@@ -19,6 +19,10 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.INPUT.VIDEO.CROP_AROUND_GT_PROB = 0.9  # training: p of a random reference crop around the GT
     _C.INPUT.VIDEO.COLOR_JITTER = 0.2  # training: strength of brightness/contrast jitter (0 = off)
     _C.INPUT.VIDEO.HFLIP_PROB = 0.5  # training: p of flipping query and reference together
+    _C.INPUT.VIDEO.SELF_SUPERVISED = CN()  # pairs cut from video folders (data/self_supervised.py)
+    _C.INPUT.VIDEO.SELF_SUPERVISED.POSITIVE_PROB = 0.8  # p that the query comes from the window
+    _C.INPUT.VIDEO.SELF_SUPERVISED.SPEED_RANGE = (0.75, 1.33)  # query playback speed factors
+    _C.INPUT.VIDEO.SELF_SUPERVISED.STRENGTH = 1.0  # 0..1: scale of the copy augmentations
     _C.INPUT.VIDEO.DECODE_CACHE = ""  # directory of whole videos decoded at FPS/size ("" = none)
 
     # ---------------------------------------------------------------- the method
@@ -27,7 +31,7 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.FEATURES = ["spatial", "micro", "macro"]
     # How query and reference ROI features are compared: "correlation" (eq. 15) or "concat".
     _C.MODEL.RELOC.MATCHER = "correlation"
-    _C.MODEL.RELOC.QUERY_POOLING = "mean"  # how valid query seconds are combined: mean | max
+    _C.MODEL.RELOC.QUERY_POOLING = "mean"  # how valid query seconds are combined: mean | max | seconds (temporal)
 
     # Micro spatio-temporal branch (eqs. 2-5)
     _C.MODEL.RELOC.MICRO = CN()
@@ -58,6 +62,9 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.HEAD = CN()
     _C.MODEL.RELOC.HEAD.CHANNELS = 512  # channels of the ResNet stage over correlation maps
     _C.MODEL.RELOC.HEAD.NUM_BLOCKS = 2  # bottleneck blocks in that stage
+    _C.MODEL.RELOC.HEAD.SCORE = "stage"  # match logit: "stage" (paper, eq. 18) | "similarity"
+    _C.MODEL.RELOC.HEAD.EMBED_CHANNELS = 64  # "similarity": channels of the learned embedding
+    _C.MODEL.RELOC.HEAD.TEMPERATURE = 0.1  # "similarity": tau of the soft maximum
     _C.MODEL.RELOC.HEAD.BATCH_SIZE_PER_IMAGE = 64  # proposals sampled per reference second
     _C.MODEL.RELOC.HEAD.POSITIVE_FRACTION = 0.25
     _C.MODEL.RELOC.HEAD.IOU_THRESHOLD = 0.5  # proposal/GT IoU that makes a proposal a positive

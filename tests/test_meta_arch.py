@@ -216,3 +216,35 @@ def test_normalize_handles_input_format():
         model = build_model(cfg)
         assert isinstance(model, RelocMetaArchBase)
         assert model.normalize(frames).flatten().tolist()[0] == first
+
+
+@pytest.mark.parametrize("arch", ["RelocRCNN", "RelocTemporal"])
+def test_similarity_score_trains_and_is_bounded_by_its_affine_map(arch):
+    pooling = "seconds" if arch == "RelocTemporal" else "mean"
+    cfg = tiny_cfg(arch, **{"MODEL.RELOC.HEAD.SCORE": "similarity",
+                            "MODEL.RELOC.QUERY_POOLING": pooling})
+    model = build_model(cfg)
+    head = model.head if arch == "RelocTemporal" else model.roi_heads.head
+    assert head.cls_score is None and (head.stage is None) == (arch == "RelocTemporal")
+    losses, _ = train_step(model, [make_pair(), make_pair(seed=1, positive=False)])
+    assert all(torch.isfinite(v) for v in losses.values()) and backbone_has_grad(model)
+    assert head.embed.weight.grad is not None and head.sim_scale.grad is not None
+    torch.manual_seed(0)
+    # the soft maximum of cosines lies in [-1, 1]: logits within scale * ([-1, 1] - offset)
+    ref, query = torch.randn(3, 64 + 16 + 8, 7, 7), torch.randn(2, 64 + 16 + 8, 7, 7)
+    with torch.no_grad():
+        logits = head.similarity_logits(ref, query)
+        lo, hi = sorted([float(head.sim_scale * (-1 - head.sim_offset)),
+                         float(head.sim_scale * (1 - head.sim_offset))])
+    assert logits.shape == (3, 2) and lo <= logits.min() and logits.max() <= hi
+    # identical inputs are at least as similar as anything else
+    with torch.no_grad():
+        same = head.similarity_logits(query[:1], query[:1])
+    assert same.item() >= head.similarity_logits(ref, query[:1]).max().item()
+    out = model.eval()([make_pair(seed=2)])[0]
+    assert out["second_scores"].shape == (5,)
+
+
+def test_seconds_query_pooling_is_temporal_only():
+    with pytest.raises(ValueError, match="RelocTemporal"):
+        build_model(tiny_cfg("RelocRCNN", **{"MODEL.RELOC.QUERY_POOLING": "seconds"}))

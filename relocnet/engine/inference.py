@@ -16,7 +16,6 @@ window; proposals do not depend on the query either). Keeping full feature maps 
 features is the smaller choice for both models (C x h x w per second vs C x S x S per proposal)
 and lets a cache hit replay the very same head calls: cached and computed scores are equal.
 """
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple

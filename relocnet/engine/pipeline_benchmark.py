@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from argparse import Namespace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import av
 import numpy as np

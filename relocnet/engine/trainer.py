@@ -8,6 +8,7 @@ from detectron2.engine import DefaultTrainer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..data.mapper import RelocPairMapper
+from ..data.self_supervised import SelfSupervisedPairMapper
 from ..evaluation import build_reloc_evaluator
 
 __all__ = ["Trainer"]
@@ -17,13 +18,30 @@ def _task_of(cfg) -> str:
     return "spatio_temporal" if cfg.MODEL.META_ARCHITECTURE == "RelocRCNN" else "temporal"
 
 
+class _TrainMapper:
+    """Labelled pair records -> RelocPairMapper; video-folder records -> SelfSupervisedPairMapper."""
+
+    def __init__(self, cfg):
+        self.task = _task_of(cfg)
+        self.pairs = RelocPairMapper(cfg, is_train=True, task=self.task)
+        self.self_supervised = SelfSupervisedPairMapper(cfg)
+
+    def __call__(self, record):
+        if record.get("self_supervised"):
+            if self.task != "temporal":
+                raise ValueError(f"{record['pair_id']}: video-folder datasets give temporal pairs "
+                                 f"(no actor boxes); train a temporal model on them")
+            return self.self_supervised(record)
+        return self.pairs(record)
+
+
 class Trainer(DefaultTrainer):
     """Pairs in, losses out; evaluation with the benchmark's own metric."""
 
     @classmethod
     def build_train_loader(cls, cfg):
         dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
-        mapper = RelocPairMapper(cfg, is_train=True, task=_task_of(cfg))
+        mapper = _TrainMapper(cfg)
         return build_detection_train_loader(
             dataset,
             mapper=mapper,

@@ -75,7 +75,19 @@ class RegionMatcher(nn.Module):
 
 
 class CorrelationHead(nn.Module):
-    """Matcher, ResNet stage, global average pooling, match logit and (optional) box deltas."""
+    """Matcher, ResNet stage, global average pooling, match logit and (optional) box deltas.
+
+    ``score`` (MODEL.RELOC.HEAD.SCORE) chooses where the match logit comes from:
+
+    - ``"stage"`` (the paper, eq. 18): an fc over the pooled ResNet stage output;
+    - ``"similarity"``: a learned 1x1 embedding of both sides, L2-normalized per location, is
+      correlated (eq. 15 on unit vectors: cosines) and the logit is an affine function of the
+      soft maximum ``tau * (logsumexp(corr / tau) - log n)`` over the n locations and
+      displacements. This is the score of a metric-learning Siamese tracker: it only asks that the same action be
+      *closer* than others, which transfers to classes never seen in training, whereas the
+      stage has to learn what a matching correlation map looks like from scratch. The stage
+      still predicts box deltas when ``box_reg``.
+    """
 
     @configurable
     def __init__(
@@ -85,6 +97,10 @@ class CorrelationHead(nn.Module):
         channels: int,
         num_blocks: int,
         box_reg: bool,
+        score: str = "stage",
+        in_channels: int = 0,
+        embed_channels: int = 64,
+        temperature: float = 0.1,
     ):
         """
         Args:
@@ -92,11 +108,28 @@ class CorrelationHead(nn.Module):
             channels: output channels of the ResNet stage (512 in the paper: ResNet "block 3").
             num_blocks: bottleneck blocks in the stage; the first has stride 2, as in ResNet.
             box_reg: whether to predict class-agnostic box deltas (False for the temporal model).
+            score: "stage" (paper) or "similarity" (see the class docstring).
+            in_channels: channels of the ROI features (needed by "similarity").
+            embed_channels: channels of the "similarity" embedding.
+            temperature: tau of the "similarity" soft maximum.
         """
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"MODEL.RELOC.HEAD.NUM_BLOCKS must be >= 1, got {num_blocks}")
+        if score not in ("stage", "similarity"):
+            raise ValueError(f"MODEL.RELOC.HEAD.SCORE must be 'stage' or 'similarity', got {score!r}")
+        if score == "similarity" and (in_channels < 1 or embed_channels < 1 or temperature <= 0):
+            raise ValueError("MODEL.RELOC.HEAD.SCORE 'similarity' needs in_channels >= 1, "
+                             "EMBED_CHANNELS >= 1 and TEMPERATURE > 0")
         self.matcher = matcher
+        self.score = score
+        if score == "similarity":
+            self.embed = Conv2d(in_channels, embed_channels, 1)
+            weight_init.c2_msra_fill(self.embed)
+            self.temperature = temperature
+            # logit = scale * (softmax similarity - offset); cosines lie in [-1, 1]
+            self.sim_scale = nn.Parameter(torch.tensor(10.0))
+            self.sim_offset = nn.Parameter(torch.tensor(0.5))
         blocks = ResNet.make_stage(
             BottleneckBlock,
             num_blocks,
@@ -106,10 +139,12 @@ class CorrelationHead(nn.Module):
             stride_per_block=[2] + [1] * (num_blocks - 1),
             norm=_group_norm,
         )
-        self.stage = nn.Sequential(*blocks)
-        self.cls_score = nn.Linear(channels, 1)
-        nn.init.normal_(self.cls_score.weight, std=0.01)
-        nn.init.constant_(self.cls_score.bias, 0.0)
+        # the stage is built only where something reads it (no unused parameters under DDP)
+        self.stage = nn.Sequential(*blocks) if score == "stage" or box_reg else None
+        self.cls_score = nn.Linear(channels, 1) if score == "stage" else None
+        if self.cls_score is not None:
+            nn.init.normal_(self.cls_score.weight, std=0.01)
+            nn.init.constant_(self.cls_score.bias, 0.0)
         self.bbox_pred = nn.Linear(channels, 4) if box_reg else None
         if self.bbox_pred is not None:
             nn.init.normal_(self.bbox_pred.weight, std=0.001)
@@ -127,22 +162,46 @@ class CorrelationHead(nn.Module):
             impl=r.CORR.IMPL,
         )
         return dict(
-            matcher=matcher, channels=r.HEAD.CHANNELS, num_blocks=r.HEAD.NUM_BLOCKS, box_reg=box_reg
+            matcher=matcher,
+            channels=r.HEAD.CHANNELS,
+            num_blocks=r.HEAD.NUM_BLOCKS,
+            box_reg=box_reg,
+            score=r.HEAD.SCORE,
+            in_channels=in_channels,
+            embed_channels=r.HEAD.EMBED_CHANNELS,
+            temperature=r.HEAD.TEMPERATURE,
         )
+
+    def similarity_logits(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """(P, C, S, S), (D, C, S, S) -> (P, D) logits of the "similarity" score."""
+        r = F.normalize(self.embed(ref), dim=1)
+        q = F.normalize(self.embed(query), dim=1)
+        kw = dict(self.matcher.corr_kwargs, normalize=False, patch=0)
+        corr = correlate_all_pairs(r, q, **kw).flatten(1)  # cosines, (P*D, W*W*S*S)
+        # tau * (logsumexp - log n): between the mean (tau -> inf) and the max (tau -> 0) of the
+        # cosines, so in [-1, 1] whatever the number of locations and displacements
+        t = self.temperature
+        soft_max = t * (torch.logsumexp(corr / t, dim=1) - math.log(corr.shape[1]))
+        return (self.sim_scale * (soft_max - self.sim_offset)).view(ref.shape[0], query.shape[0])
 
     def forward(
         self, ref: torch.Tensor, query: torch.Tensor
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(P, C, S, S), (D, C, S, S) -> logits (P, D) and deltas (P, D, 4) (or None)."""
         p, d = ref.shape[0], query.shape[0]
-        x = self.stage(self.matcher(ref, query)) if p > 0 else None
-        if x is None:  # no region at this second: empty outputs that keep the graph
+        if p == 0:  # no region at this second: empty outputs that keep the graph
             zero = ref.sum() * 0.0
             deltas = ref.new_zeros((0, d, 4)) + zero if self.bbox_pred is not None else None
             return ref.new_zeros((0, d)) + zero, deltas
-        x = x.mean(dim=(2, 3))  # eq. 16
-        logits = self.cls_score(x).view(p, d)  # eq. 18 before the sigmoid
-        deltas = self.bbox_pred(x).view(p, d, 4) if self.bbox_pred is not None else None  # eq. 17
+        logits = deltas = None
+        if self.score == "similarity":
+            logits = self.similarity_logits(ref, query)
+        if self.cls_score is not None or self.bbox_pred is not None:
+            x = self.stage(self.matcher(ref, query)).mean(dim=(2, 3))  # eq. 16
+            if self.cls_score is not None:
+                logits = self.cls_score(x).view(p, d)  # eq. 18 before the sigmoid
+            if self.bbox_pred is not None:
+                deltas = self.bbox_pred(x).view(p, d, 4)  # eq. 17
         return logits, deltas
 
 

@@ -25,7 +25,9 @@ spatio-temporal model adds ``"instances"`` (image_size = file size; pred_boxes, 
 pred_classes = matched query object index).
 
 Query pooling (MODEL.RELOC.QUERY_POOLING): the query ROI features of all valid query seconds are
-combined into one (D, C, S, S) descriptor by a mean or a max over seconds. The reference is
+combined into one (D, C, S, S) descriptor by a mean or a max over seconds, or (``"seconds"``,
+temporal model only) kept as V query "objects" (V, C, S, S) of which the reference second's best
+match counts (the query actor may move between seconds). The reference is
 untrimmed, so query second i has no reason to line up with reference second i (the action may
 start anywhere in a window), and every reference second is compared with the whole query; the
 order of the query is not lost, because each second's features already contain the macro
@@ -88,8 +90,9 @@ class RelocMetaArchBase(nn.Module):
         super().__init__()
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for video frames, got {input_format!r}")
-        if query_pooling not in ("mean", "max"):
-            raise ValueError(f"MODEL.RELOC.QUERY_POOLING must be 'mean' or 'max', got {query_pooling!r}")
+        if query_pooling not in ("mean", "max", "seconds"):
+            raise ValueError(f"MODEL.RELOC.QUERY_POOLING must be 'mean', 'max' or 'seconds', got "
+                             f"{query_pooling!r}")
         window_starts(reference_seconds, reference_seconds, window_overlap)  # validates the overlap
         self.backbone = backbone
         self.input_format = input_format
@@ -209,7 +212,10 @@ class RelocMetaArchBase(nn.Module):
         out = []
         for per_pair in items:
             seconds = torch.stack([x for x in average_by_second(per_pair, tq) if x is not None])
-            out.append(seconds.mean(0) if self.query_pooling == "mean" else seconds.amax(0))
+            if self.query_pooling == "seconds":  # every valid second kept: (V * D, C, S, S)
+                out.append(seconds.flatten(0, 1))
+            else:
+                out.append(seconds.mean(0) if self.query_pooling == "mean" else seconds.amax(0))
         return out
 
     @staticmethod

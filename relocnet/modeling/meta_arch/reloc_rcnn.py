@@ -67,6 +67,9 @@ class RelocRCNN(RelocMetaArchBase):
 
     @classmethod
     def from_config(cls, cfg):
+        if cfg.MODEL.RELOC.QUERY_POOLING == "seconds":
+            raise ValueError("MODEL.RELOC.QUERY_POOLING 'seconds' is for RelocTemporal; RelocRCNN "
+                             "matches D query objects and needs 'mean' or 'max'")
         backbone = build_backbone(cfg)
         ret = cls.base_config(cfg, backbone)
         ret["proposal_generator"] = build_proposal_generator(cfg, backbone.output_shape())

@@ -68,8 +68,8 @@ class RelocTemporal(RelocMetaArchBase):
         """Match logits (n,) of reference windows, given their backbone ``"features"`` (n, C, h, w)
         each, the input size (H, W) and a query descriptor; one head call for all of them."""
         rois = self._frame_rois(torch.cat(features), size)
-        logits, _ = self.head(rois, query)
-        return list(logits[:, 0].split([f.shape[0] for f in features]))
+        logits, _ = self.head(rois, query)  # (n, D): D = 1, or query seconds ("seconds" pooling)
+        return list(logits.amax(dim=1).split([f.shape[0] for f in features]))
 
     def forward(self, batched_inputs: List[Dict[str, Any]]):
         """Training: ``{"loss_cls"}``; inference: one dict per pair (see common.py)."""
