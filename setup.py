@@ -1,6 +1,24 @@
 #!/usr/bin/env python
 """relocnet: video action re-localization as a Detectron2 extension."""
+import os
+import shutil
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class BuildPyWithConfigs(build_py):
+    """Also copy the repository's configs/ into relocnet/model_zoo/configs of the built package,
+    so that an installed (non-editable) relocnet finds its default configs."""
+
+    def run(self):
+        super().run()
+        src = os.path.join(HERE, "configs")
+        if os.path.isdir(src):
+            dst = os.path.join(self.build_lib, "relocnet", "model_zoo", "configs")
+            shutil.copytree(src, dst, dirs_exist_ok=True)
 
 # detectron2 itself is not on PyPI: `tools/install_detectron2.py` installs its pure-Python code.
 # These are the packages detectron2's code really needs at run time (its wheel pins numpy<2 and
@@ -28,6 +46,8 @@ setup(
     description="Video action re-localization with spatio-temporal correlation (Detectron2 extension)",
     python_requires=">=3.10",
     packages=find_packages(exclude=("tests", "tools", "configs", "datasets")),
+    package_data={"relocnet.model_zoo": ["weights/*.pth"]},
+    cmdclass={"build_py": BuildPyWithConfigs},
     install_requires=[
         "torch==2.14.1",
         "torchvision==0.29.1",

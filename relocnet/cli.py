@@ -21,14 +21,7 @@ import warnings
 from typing import Dict, List, Optional
 
 # The shipped defaults per mode, in one place (paths relative to the repository root).
-DEFAULTS = {
-    "temporal": {"config_file": "configs/synthreloc/relocnet_R18-L3D_cpu_synthreloc_temporal.yaml",
-                 "weights": ""},
-    "spatio_temporal": {"config_file": "configs/synthreloc/relocnet_R18-L3D_cpu_synthreloc_st.yaml",
-                        "weights": ""},
-}
 ARCHITECTURES = {"temporal": "RelocTemporal", "spatio_temporal": "RelocRCNN"}
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class CLIError(Exception):
@@ -52,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-boxes", default="",
                    help='JSON {second: [x1,y1,x2,y2] or [[x1,y1,x2,y2], ...]} per query second')
     p.add_argument("--reference", required=True, help="reference video (any length)")
-    p.add_argument("--config-file", default="", help="default: DEFAULTS[mode] in relocnet/cli.py")
-    p.add_argument("--weights", default=None, help="checkpoint (default: DEFAULTS[mode])")
+    p.add_argument("--config-file", default="", help="default: the shipped model's (relocnet/model_zoo)")
+    p.add_argument("--weights", default=None, help="checkpoint (default: the shipped model's)")
     p.add_argument("--allow-random-weights", action="store_true",
                    help="run without trained weights (tests only: the results mean nothing)")
     p.add_argument("--top-k", type=int, default=None, help="segments to report (DECODER.TOP_K)")
@@ -113,10 +106,14 @@ def _resolve_defaults(args) -> str:
     if args.query_box and args.query_boxes:
         raise CLIError("give either --query-box or --query-boxes, not both")
     mode = "spatio_temporal" if (args.query_box or args.query_boxes) else "temporal"
-    if not args.config_file:
-        args.config_file = os.path.join(REPO_ROOT, DEFAULTS[mode]["config_file"])
-    if args.weights is None:
-        args.weights = DEFAULTS[mode]["weights"]
+    if not args.config_file or args.weights is None:
+        from .model_zoo import default_model
+
+        default = default_model(mode)
+        if not args.config_file:
+            args.config_file = default["config_file"]
+        if args.weights is None:
+            args.weights = default["weights"]
     for what, path in (("query video", args.query), ("reference video", args.reference),
                        ("config file", args.config_file), ("weights", args.weights)):
         if path and not os.path.isfile(path):

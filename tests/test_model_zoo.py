@@ -1,0 +1,42 @@
+"""Shipped configs and weights: found from a checkout and packaged into a (non-editable) wheel."""
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from relocnet.model_zoo import MODELS, default_model, get_config_file, get_weights
+
+
+def test_configs_resolve_from_the_checkout():
+    for m in MODELS.values():
+        path = get_config_file(m["config"])
+        assert os.path.isfile(path) and path.endswith(m["config"])
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        get_config_file("synthreloc/nope.yaml")
+    with pytest.raises(FileNotFoundError, match="not in"):
+        get_weights("nope.pth")
+    assert default_model("temporal")["config_file"].endswith(MODELS["temporal"]["config"])
+
+
+def test_wheel_contains_configs_and_weights(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # build from a copy of the files git would commit (no stale build/ of the checkout)
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=repo,
+                           check=True, capture_output=True, text=True).stdout.split()
+    src = tmp_path / "src"
+    for f in files:
+        if os.path.isfile(os.path.join(repo, f)):
+            os.makedirs(src / os.path.dirname(f), exist_ok=True)
+            shutil.copy2(os.path.join(repo, f), src / f)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(src)], check=True, cwd=tmp_path)
+    (wheel,) = [p for p in os.listdir(tmp_path) if p.endswith(".whl")]
+    names = set(zipfile.ZipFile(tmp_path / wheel).namelist())
+    for m in MODELS.values():
+        assert f"relocnet/model_zoo/configs/{m['config']}" in names
+        shipped = os.path.join(repo, "relocnet", "model_zoo", "weights", m["weights"])
+        assert (f"relocnet/model_zoo/weights/{m['weights']}" in names) == os.path.isfile(shipped)
+    assert "relocnet/model_zoo/configs/Base-RelocNet.yaml" in names
