@@ -31,6 +31,10 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.FEATURES = ["spatial", "micro", "macro"]
     # How query and reference ROI features are compared: "correlation" (eq. 15) or "concat".
     _C.MODEL.RELOC.MATCHER = "correlation"
+    # auxiliary classification of query seconds among the training classes (RelocTemporal;
+    # 0 = off): AUX_CLASSES >= the number of labels in DATASETS.TRAIN
+    _C.MODEL.RELOC.AUX_CLASSES = 0
+    _C.MODEL.RELOC.AUX_LOSS_WEIGHT = 0.0
     _C.MODEL.RELOC.QUERY_POOLING = "mean"  # how valid query seconds are combined: mean | max | seconds (temporal)
 
     # Micro spatio-temporal branch (eqs. 2-5)

@@ -248,3 +248,29 @@ def test_similarity_score_trains_and_is_bounded_by_its_affine_map(arch):
 def test_seconds_query_pooling_is_temporal_only():
     with pytest.raises(ValueError, match="RelocTemporal"):
         build_model(tiny_cfg("RelocRCNN", **{"MODEL.RELOC.QUERY_POOLING": "seconds"}))
+
+
+def test_aux_class_loss_labels_and_gradients():
+    from relocnet.engine.trainer import index_labels
+
+    cfg = tiny_cfg("RelocTemporal", **{"MODEL.RELOC.HEAD.SCORE": "similarity",
+                                       "MODEL.RELOC.QUERY_POOLING": "seconds",
+                                       "MODEL.RELOC.AUX_CLASSES": 3,
+                                       "MODEL.RELOC.AUX_LOSS_WEIGHT": 0.5})
+    model = build_model(cfg)
+    a, b = make_pair(), make_pair(seed=1)
+    a["label_index"], b["label_index"] = 2, -1
+    losses, _ = train_step(model, [a, b])
+    assert set(losses) == {"loss_cls", "loss_aux_class"}
+    assert losses["loss_aux_class"] > 0 and model.aux_classifier.weight.grad.abs().sum() > 0
+    b["label_index"] = -1
+    losses, _ = train_step(model, [b])  # no labelled pair: zero, graph kept
+    assert losses["loss_aux_class"] == 0
+    a["label_index"] = 3
+    with pytest.raises(ValueError, match="AUX_CLASSES"):
+        train_step(model, [a])
+    data = [{"label": "x"}, {"label": "a"}, {"label": ""}, {"self_supervised": True, "label": "z"}]
+    assert index_labels(data, 2) == ["a", "x"]
+    assert [d["label_index"] for d in data] == [1, 0, -1, -1]
+    with pytest.raises(ValueError, match="AUX_CLASSES"):
+        index_labels(data, 1)

@@ -217,6 +217,7 @@ class RelocPairMapper:
             "pair_id": record["pair_id"],
             "task": self.task,
             "label": record.get("label", ""),
+            "label_index": int(record.get("label_index", -1)),  # set by the Trainer (aux loss)
             "query": torch.from_numpy(np.ascontiguousarray(query)),
             "query_valid": torch.from_numpy(valid),
             "reference": torch.from_numpy(np.ascontiguousarray(reference)),

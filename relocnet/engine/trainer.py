@@ -18,6 +18,19 @@ def _task_of(cfg) -> str:
     return "spatio_temporal" if cfg.MODEL.META_ARCHITECTURE == "RelocRCNN" else "temporal"
 
 
+def index_labels(dataset, num_classes: int):
+    """Give each labelled record ``label_index`` (its label's rank among the dataset's sorted
+    labels; -1 for unlabelled ones) for the auxiliary classification loss; returns the labels."""
+    labels = sorted({d["label"] for d in dataset if d.get("label") and not d.get("self_supervised")})
+    if len(labels) > num_classes:
+        raise ValueError(f"DATASETS.TRAIN has {len(labels)} labels but MODEL.RELOC.AUX_CLASSES is "
+                         f"{num_classes}")
+    index = {label: i for i, label in enumerate(labels)}
+    for d in dataset:
+        d["label_index"] = -1 if d.get("self_supervised") else index.get(d.get("label"), -1)
+    return labels
+
+
 class _TrainMapper:
     """Labelled pair records -> RelocPairMapper; video-folder records -> SelfSupervisedPairMapper."""
 
@@ -41,6 +54,8 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
+        if cfg.MODEL.RELOC.AUX_LOSS_WEIGHT > 0:
+            index_labels(dataset, cfg.MODEL.RELOC.AUX_CLASSES)
         mapper = _TrainMapper(cfg)
         return build_detection_train_loader(
             dataset,
