@@ -40,3 +40,36 @@ def test_wheel_contains_configs_and_weights(tmp_path):
         shipped = os.path.join(repo, "relocnet", "model_zoo", "weights", m["weights"])
         assert (f"relocnet/model_zoo/weights/{m['weights']}" in names) == os.path.isfile(shipped)
     assert "relocnet/model_zoo/configs/Base-RelocNet.yaml" in names
+
+
+@pytest.mark.parametrize("mode", sorted(MODELS))
+def test_shipped_weights_fit_their_config(mode):
+    from argparse import Namespace
+
+    from relocnet.engine.inference import load_model
+    from relocnet.engine.setup import setup_cfg
+
+    default = default_model(mode)
+    assert default["weights"], f"no shipped weights for {mode}"
+    cfg = setup_cfg(Namespace(config_file=default["config_file"], opts=[]), log=False)
+    model = load_model(cfg, default["weights"])  # raises WeightsError on any misfit
+    assert not model.training
+
+
+def test_main_job_relocalizes_a_synthreloc_pair_with_the_shipped_model(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(repo, "tools", "demo.py"), "--output",
+                          str(tmp_path / "demo")], cwd=repo, capture_output=True, text=True,
+                         env=dict(os.environ, RELOCNET_CACHE=str(tmp_path / "cache")))
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    report = [line for line in lines if line.startswith("report: ")][-1].split()[1]
+    assert os.path.isfile(os.path.join(repo, report) if not os.path.isabs(report) else report)
+    import json
+
+    with open(tmp_path / "demo" / "relocalize" / "results.json") as f:
+        results = json.load(f)
+    assert results["weights"] == default_model("temporal")["weights"]
+    assert not results["random_weights"] and results["segments"]
+    assert os.path.isfile(tmp_path / "demo" / "pair.png")
+    assert any(line.startswith("ground truth") and "top-1 tIoU" in line for line in lines)

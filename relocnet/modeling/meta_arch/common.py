@@ -34,10 +34,19 @@ order of the query is not lost, because each second's features already contain t
 ConvLSTM's temporal context. Queries longer than QUERY_SECONDS are cut into windows like
 references (windows.py); a second's features are averaged over the windows covering it before
 pooling, so the whole query is used.
+
+Auxiliary classification (MODEL.RELOC.AUX_LOSS_WEIGHT > 0, AUX_CLASSES training classes): each
+query descriptor (per second or pooled; per query object), embedded by the similarity head's 1x1
+embedding (or taken as is with the "stage" score) and max-pooled over space, is classified among
+the training classes by a cosine classifier (pairs carry ``"label_index"``, -1 = unlabelled, e.g.
+self-supervised pairs): ``"loss_aux_class"``. Learning "match / no match" from scratch gives the
+backbone one bit per second; naming the action gives it a discriminative embedding, whose cosine
+similarity then transfers to unseen classes (a few-shot learning practice; not in the paper).
 """
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from detectron2.layers import move_device_like
 from detectron2.modeling import Backbone
 from detectron2.modeling.poolers import ROIPooler
@@ -74,6 +83,10 @@ class RelocMetaArchBase(nn.Module):
         decoder_threshold: float,
         decoder_top_k: int,
         windows_per_batch: int = 4,
+        aux_classes: int = 0,
+        aux_weight: float = 0.0,
+        aux_dim: int = 0,
+        aux_scale: float = 10.0,
     ):
         """
         Args:
@@ -86,6 +99,9 @@ class RelocMetaArchBase(nn.Module):
             decoder_*: MODEL.RELOC.DECODER (see decoding.py).
             windows_per_batch: windows per backbone call at inference (memory bound); training
                 runs all windows of the batch in one call.
+            aux_classes, aux_weight: the auxiliary classification loss (off when either is 0).
+            aux_dim: channels it classifies (the head's embedding or the ROI features).
+            aux_scale: the cosine classifier's logit scale.
         """
         super().__init__()
         if input_format not in ("RGB", "BGR"):
@@ -109,6 +125,10 @@ class RelocMetaArchBase(nn.Module):
         self.window_overlap = window_overlap
         self.decoder = dict(name=decoder_name, threshold=decoder_threshold, top_k=decoder_top_k)
         self.windows_per_batch = windows_per_batch
+        self.aux_weight, self.aux_scale = aux_weight, aux_scale
+        self.aux_classifier = None
+        if aux_classes > 0 and aux_weight > 0:
+            self.aux_classifier = nn.Linear(aux_dim, aux_classes, bias=False)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1, 1), False)
         if self.pixel_mean.shape != (3, 1, 1, 1) or self.pixel_std.shape != (3, 1, 1, 1):
@@ -132,6 +152,10 @@ class RelocMetaArchBase(nn.Module):
             decoder_name=r.DECODER.NAME,
             decoder_threshold=r.DECODER.THRESHOLD,
             decoder_top_k=r.DECODER.TOP_K,
+            aux_classes=r.AUX_CLASSES,
+            aux_weight=r.AUX_LOSS_WEIGHT,
+            aux_dim=(r.HEAD.EMBED_CHANNELS if r.HEAD.SCORE == "similarity"
+                     else backbone.output_shape()["features"].channels),
         )
 
     @property
@@ -217,6 +241,26 @@ class RelocMetaArchBase(nn.Module):
             else:
                 out.append(seconds.mean(0) if self.query_pooling == "mean" else seconds.amax(0))
         return out
+
+    def aux_loss(self, pairs: List[Dict[str, Any]], queries: List[torch.Tensor],
+                 head: nn.Module) -> torch.Tensor:
+        """Cross-entropy of the cosine classifier over the labelled pairs' query descriptors."""
+        feats, labels = [], []
+        for pair, q in zip(pairs, queries):
+            k = int(pair.get("label_index", -1))
+            if k < 0:
+                continue
+            if k >= self.aux_classifier.out_features:
+                raise ValueError(f"pair {pair.get('pair_id')!r}: label_index {k} >= "
+                                 f"MODEL.RELOC.AUX_CLASSES ({self.aux_classifier.out_features})")
+            e = head.embed(q) if getattr(head, "score", "") == "similarity" else q
+            feats.append(e.amax(dim=(2, 3)))
+            labels.append(torch.full((e.shape[0],), k, dtype=torch.long, device=e.device))
+        if not feats:  # keep the graph: a zero that reaches the classifier
+            return self.aux_classifier.weight.sum() * 0.0
+        f = F.normalize(torch.cat(feats), dim=1)
+        w = F.normalize(self.aux_classifier.weight, dim=1)
+        return self.aux_weight * F.cross_entropy(self.aux_scale * f @ w.t(), torch.cat(labels))
 
     @staticmethod
     def require(pair: Dict[str, Any], key: str, length: int) -> Any:

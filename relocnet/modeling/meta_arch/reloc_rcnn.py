@@ -128,6 +128,8 @@ class RelocRCNN(RelocMetaArchBase):
             sampled += props
         losses = {k: sum(d[k] for d in rpn_losses) / len(rpn_losses) for k in rpn_losses[0]}
         losses.update(self.roi_heads.losses(torch.cat(logits), torch.cat(deltas), sampled))
+        if self.aux_classifier is not None:
+            losses["loss_aux_class"] = self.aux_loss(batched_inputs, queries, self.roi_heads.head)
         return losses
 
     @torch.no_grad()

@@ -4,13 +4,8 @@ Each reference second's full-frame features (ROIAlign of the whole frame to S x 
 with the pooled full-frame query features (P = D = 1), scored by the correlation head without box
 regression, and trained with a BCE per reference second against ``"match"``.
 
-Optional auxiliary loss (MODEL.RELOC.AUX_LOSS_WEIGHT > 0, AUX_CLASSES training classes): each
-query second's embedding (the similarity head's embedding, or the ROI features), max-pooled over
-space, is classified among the training classes by a cosine classifier (pairs carry
-``"label_index"``; -1 = unlabelled, e.g. self-supervised pairs). Learning "match / no match" from
-scratch gives the backbone one bit per second; naming the action gives it a discriminative
-embedding, whose cosine similarity then transfers to unseen classes (a few-shot learning
-practice, not in the paper).
+With MODEL.RELOC.AUX_LOSS_WEIGHT > 0 the query seconds are also classified among the training
+classes (``"loss_aux_class"``, see common.py).
 """
 from typing import Any, Dict, List
 
@@ -19,7 +14,6 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import Boxes
-from torch import nn
 
 from ..heads import CorrelationHead
 from ..windows import average_by_second
@@ -33,23 +27,14 @@ class RelocTemporal(RelocMetaArchBase):
     """Siamese backbone, full-frame matching per second, a match score per reference second."""
 
     @configurable
-    def __init__(self, *, head: CorrelationHead, aux_classes: int = 0, aux_weight: float = 0.0,
-                 aux_dim: int = 0, aux_scale: float = 10.0, **kwargs):
+    def __init__(self, *, head: CorrelationHead, **kwargs):
         """
         Args:
             head: a CorrelationHead; its box branch, if any, is not used.
-            aux_classes, aux_weight: the auxiliary classification loss (off when either is 0).
-            aux_dim: channels it classifies (the head's embedding or the ROI features).
-            aux_scale: the cosine classifier's logit scale.
             kwargs: see :class:`RelocMetaArchBase`.
         """
         super().__init__(**kwargs)
         self.head = head
-        self.aux_weight = aux_weight
-        self.aux_scale = aux_scale
-        self.aux_classifier = None
-        if aux_classes > 0 and aux_weight > 0:
-            self.aux_classifier = nn.Linear(aux_dim, aux_classes, bias=False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -57,29 +42,7 @@ class RelocTemporal(RelocMetaArchBase):
         ret = cls.base_config(cfg, backbone)
         channels = backbone.output_shape()["features"].channels
         ret["head"] = CorrelationHead(cfg, channels, box_reg=False)
-        r = cfg.MODEL.RELOC
-        ret["aux_classes"], ret["aux_weight"] = r.AUX_CLASSES, r.AUX_LOSS_WEIGHT
-        ret["aux_dim"] = r.HEAD.EMBED_CHANNELS if r.HEAD.SCORE == "similarity" else channels
         return ret
-
-    def aux_loss(self, pairs: List[Dict[str, Any]], queries: List[torch.Tensor]) -> torch.Tensor:
-        """Cross-entropy of the cosine classifier over the labelled pairs' query seconds."""
-        feats, labels = [], []
-        for pair, q in zip(pairs, queries):
-            k = int(pair.get("label_index", -1))
-            if k < 0:
-                continue
-            if k >= self.aux_classifier.out_features:
-                raise ValueError(f"pair {pair.get('pair_id')!r}: label_index {k} >= "
-                                 f"MODEL.RELOC.AUX_CLASSES ({self.aux_classifier.out_features})")
-            e = self.head.embed(q) if self.head.score == "similarity" else q
-            feats.append(e.amax(dim=(2, 3)))
-            labels.append(torch.full((e.shape[0],), k, dtype=torch.long, device=e.device))
-        if not feats:  # keep the graph: a zero that reaches the classifier
-            return self.aux_classifier.weight.sum() * 0.0
-        f = F.normalize(torch.cat(feats), dim=1)
-        w = F.normalize(self.aux_classifier.weight, dim=1)
-        return self.aux_weight * F.cross_entropy(self.aux_scale * f @ w.t(), torch.cat(labels))
 
     def _frame_rois(self, features: torch.Tensor, size) -> torch.Tensor:
         """(T, C, h, w) -> (T, C, S, S): ROIAlign with the full-frame box of an (H, W) input."""
@@ -128,7 +91,8 @@ class RelocTemporal(RelocMetaArchBase):
         loss = F.binary_cross_entropy_with_logits(torch.cat(logits), labels, reduction="mean")
         if self.aux_classifier is None:
             return {"loss_cls": loss}
-        return {"loss_cls": loss, "loss_aux_class": self.aux_loss(batched_inputs, queries)}
+        return {"loss_cls": loss,
+                "loss_aux_class": self.aux_loss(batched_inputs, queries, self.head)}
 
     @torch.no_grad()
     def inference_one(self, pair: Dict[str, Any]) -> Dict[str, torch.Tensor]:
