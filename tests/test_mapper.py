@@ -116,3 +116,20 @@ def test_decode_cache_matches_direct_decoding_and_ignores_partial_entries(pair_f
         assert torch.equal(out["reference"], direct["reference"])
         assert torch.equal(out["query"], direct["query"])
         assert out["reference_seconds"].tolist() == direct["reference_seconds"].tolist()
+
+
+def test_long_query_random_crop_in_training_whole_at_test(pair_file):
+    """A query longer than QUERY_SECONDS: training takes a contiguous QUERY_SECONDS crop of it,
+    evaluation keeps it whole (the models window it, as the CLI does)."""
+    rec = dict(pair_file, query=dict(pair_file["query"], video=pair_file["reference"]["video"],
+                                     start=0, end=9, boxes={0: [8, 8, 40, 40]}))
+    out = _mapper(False, query_seconds=3)(rec)
+    assert out["query"].shape[0] == 9 and bool(out["query_valid"].all())
+    firsts = set()
+    for _ in range(12):
+        out = _mapper(True, query_seconds=3, color_jitter=0.0)(rec)
+        assert out["query"].shape[0] == 3 and bool(out["query_valid"].all())
+        seconds = [round((float(out["query"][i].float().mean()) - 10) / 20) for i in range(3)]
+        assert seconds == list(range(seconds[0], seconds[0] + 3)) and 0 <= seconds[0] <= 6
+        firsts.add(seconds[0])
+    assert len(firsts) > 1

