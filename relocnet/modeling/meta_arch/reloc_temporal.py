@@ -62,7 +62,8 @@ class RelocTemporal(RelocMetaArchBase):
     # ------------------------------------------------------------------ steps of inference_one,
     # public for streamed inference over long videos (relocnet/engine/inference.py)
     def query_descriptor(self, pair: Dict[str, Any]) -> torch.Tensor:
-        """The pooled full-frame query features (1, C, S, S) of one pair."""
+        """The full-frame query features of one pair: (1, C, S, S) pooled over seconds, or
+        (V, C, S, S), one per valid second, with QUERY_POOLING "seconds"."""
         return self.query_rois([pair], full_frame=True)[0]
 
     def window_logits(
