@@ -69,6 +69,7 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.HEAD.SCORE = "stage"  # match logit: "stage" (paper, eq. 18) | "similarity"
     _C.MODEL.RELOC.HEAD.EMBED_CHANNELS = 64  # "similarity": channels of the learned embedding
     _C.MODEL.RELOC.HEAD.TEMPERATURE = 0.1  # "similarity": tau of the soft maximum
+    _C.MODEL.RELOC.HEAD.SIMILARITY = "correlation"  # "similarity": correlation | pooled
     _C.MODEL.RELOC.HEAD.BATCH_SIZE_PER_IMAGE = 64  # proposals sampled per reference second
     _C.MODEL.RELOC.HEAD.POSITIVE_FRACTION = 0.25
     _C.MODEL.RELOC.HEAD.IOU_THRESHOLD = 0.5  # proposal/GT IoU that makes a proposal a positive

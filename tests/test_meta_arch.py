@@ -218,10 +218,13 @@ def test_normalize_handles_input_format():
         assert model.normalize(frames).flatten().tolist()[0] == first
 
 
-@pytest.mark.parametrize("arch", ["RelocRCNN", "RelocTemporal"])
-def test_similarity_score_trains_and_is_bounded_by_its_affine_map(arch):
+@pytest.mark.parametrize("arch,similarity", [("RelocRCNN", "correlation"),
+                                             ("RelocTemporal", "correlation"),
+                                             ("RelocTemporal", "pooled")])
+def test_similarity_score_trains_and_is_bounded_by_its_affine_map(arch, similarity):
     pooling = "seconds" if arch == "RelocTemporal" else "mean"
     cfg = tiny_cfg(arch, **{"MODEL.RELOC.HEAD.SCORE": "similarity",
+                            "MODEL.RELOC.HEAD.SIMILARITY": similarity,
                             "MODEL.RELOC.QUERY_POOLING": pooling})
     model = build_model(cfg)
     head = model.head if arch == "RelocTemporal" else model.roi_heads.head

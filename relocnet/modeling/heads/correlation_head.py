@@ -86,7 +86,10 @@ class CorrelationHead(nn.Module):
       displacements. This is the score of a metric-learning Siamese tracker: it only asks that the same action be
       *closer* than others, which transfers to classes never seen in training, whereas the
       stage has to learn what a matching correlation map looks like from scratch. The stage
-      still predicts box deltas when ``box_reg``.
+      still predicts box deltas when ``box_reg``. With ``similarity="pooled"``
+      (MODEL.RELOC.HEAD.SIMILARITY) the embeddings are max-pooled over space first and the logit is
+      an affine function of the cosine of the two pooled vectors (correlation at one location,
+      W = 1): the descriptor the auxiliary classifier trains (meta_arch/common.py).
     """
 
     @configurable
@@ -101,6 +104,7 @@ class CorrelationHead(nn.Module):
         in_channels: int = 0,
         embed_channels: int = 64,
         temperature: float = 0.1,
+        similarity: str = "correlation",
     ):
         """
         Args:
@@ -112,17 +116,22 @@ class CorrelationHead(nn.Module):
             in_channels: channels of the ROI features (needed by "similarity").
             embed_channels: channels of the "similarity" embedding.
             temperature: tau of the "similarity" soft maximum.
+            similarity: "correlation" (soft maximum of eq. 15 cosines) or "pooled".
         """
         super().__init__()
         if num_blocks < 1:
             raise ValueError(f"MODEL.RELOC.HEAD.NUM_BLOCKS must be >= 1, got {num_blocks}")
         if score not in ("stage", "similarity"):
             raise ValueError(f"MODEL.RELOC.HEAD.SCORE must be 'stage' or 'similarity', got {score!r}")
+        if similarity not in ("correlation", "pooled"):
+            raise ValueError(f"MODEL.RELOC.HEAD.SIMILARITY must be 'correlation' or 'pooled', got "
+                             f"{similarity!r}")
         if score == "similarity" and (in_channels < 1 or embed_channels < 1 or temperature <= 0):
             raise ValueError("MODEL.RELOC.HEAD.SCORE 'similarity' needs in_channels >= 1, "
                              "EMBED_CHANNELS >= 1 and TEMPERATURE > 0")
         self.matcher = matcher
         self.score = score
+        self.similarity = similarity
         if score == "similarity":
             self.embed = Conv2d(in_channels, embed_channels, 1)
             weight_init.c2_msra_fill(self.embed)
@@ -170,10 +179,15 @@ class CorrelationHead(nn.Module):
             in_channels=in_channels,
             embed_channels=r.HEAD.EMBED_CHANNELS,
             temperature=r.HEAD.TEMPERATURE,
+            similarity=r.HEAD.SIMILARITY,
         )
 
     def similarity_logits(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """(P, C, S, S), (D, C, S, S) -> (P, D) logits of the "similarity" score."""
+        if self.similarity == "pooled":
+            r = F.normalize(self.embed(ref).amax(dim=(2, 3)), dim=1)
+            q = F.normalize(self.embed(query).amax(dim=(2, 3)), dim=1)
+            return self.sim_scale * (r @ q.t() - self.sim_offset)
         r = F.normalize(self.embed(ref), dim=1)
         q = F.normalize(self.embed(query), dim=1)
         kw = dict(self.matcher.corr_kwargs, normalize=False, patch=0)
