@@ -263,10 +263,18 @@ def test_aux_class_loss_labels_and_gradients(arch, score):
                             "MODEL.RELOC.AUX_CLASSES": 3,
                             "MODEL.RELOC.AUX_LOSS_WEIGHT": 0.5})
     model = build_model(cfg)
+    seen = []
+    aux_loss = model.aux_loss
+    model.aux_loss = lambda *args: seen.append(args) or aux_loss(*args)
     a, b = make_pair(), make_pair(seed=1)
     a["label_index"], b["label_index"] = 2, -1
     losses, _ = train_step(model, [a, b])
     assert "loss_aux_class" in losses and "loss_cls" in losses
+    if arch == "RelocRCNN":  # the matching reference actors (seconds 1, 2 of each pair) too
+        extra = seen[0][3]
+        assert sorted(i for i, _ in extra) == [0, 0, 1, 1]
+        assert all(r.shape[0] == 1 and r.shape[2:] == (14, 14) for _, r in extra)
+    model.aux_loss = aux_loss
     assert losses["loss_aux_class"] > 0 and model.aux_classifier.weight.grad.abs().sum() > 0
     b["label_index"] = -1
     losses, _ = train_step(model, [b])  # no labelled pair: zero, graph kept

@@ -243,10 +243,13 @@ class RelocMetaArchBase(nn.Module):
         return out
 
     def aux_loss(self, pairs: List[Dict[str, Any]], queries: List[torch.Tensor],
-                 head: nn.Module) -> torch.Tensor:
-        """Cross-entropy of the cosine classifier over the labelled pairs' query descriptors."""
+                 head: nn.Module, extra: Sequence[Tuple[int, torch.Tensor]] = ()) -> torch.Tensor:
+        """Cross-entropy of the cosine classifier over the labelled pairs' query descriptors,
+        and over ``extra`` (pair index, ROI features) items that show the pair's action (the
+        spatio-temporal model's matching reference actors)."""
         feats, labels = [], []
-        for pair, q in zip(pairs, queries):
+        items = list(zip(pairs, queries)) + [(pairs[i], r) for i, r in extra]
+        for pair, q in items:
             k = int(pair.get("label_index", -1))
             if k < 0:
                 continue

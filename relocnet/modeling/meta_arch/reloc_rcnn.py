@@ -108,7 +108,7 @@ class RelocRCNN(RelocMetaArchBase):
             return [self.inference_one(x) for x in batched_inputs]
         queries = self.query_rois(batched_inputs, full_frame=False)
         refs = [x["reference"] for x in batched_inputs]
-        logits, deltas, sampled, rpn_losses = [], [], [], []
+        logits, deltas, sampled, rpn_losses, aux_extra = [], [], [], [], []
         for batch in self.iter_windows(refs, self.reference_seconds):
             feats = self._cat_windows(batch)
             rpn_gt, targets, pair_index = [], [], []
@@ -120,6 +120,10 @@ class RelocRCNN(RelocMetaArchBase):
                 pair_index += [i] * n
             proposals, losses = self._rpn(feats, rpn_gt)
             rpn_losses.append(losses)
+            if self.aux_classifier is not None:  # matching reference actors show the action
+                gt_rois = self.pooler([feats["features"]], [t.gt_boxes for t in targets])
+                chunks = gt_rois.split([len(t) for t in targets])
+                aux_extra += [(i, c) for i, c in zip(pair_index, chunks) if len(c)]
             props = self.roi_heads.label_and_sample_proposals(proposals, targets)
             rois = self.pooler([feats["features"]], [p.proposal_boxes for p in props])
             lg, dl = self._head_per_pair(rois, [len(p) for p in props], pair_index, queries)
@@ -129,7 +133,8 @@ class RelocRCNN(RelocMetaArchBase):
         losses = {k: sum(d[k] for d in rpn_losses) / len(rpn_losses) for k in rpn_losses[0]}
         losses.update(self.roi_heads.losses(torch.cat(logits), torch.cat(deltas), sampled))
         if self.aux_classifier is not None:
-            losses["loss_aux_class"] = self.aux_loss(batched_inputs, queries, self.roi_heads.head)
+            losses["loss_aux_class"] = self.aux_loss(batched_inputs, queries, self.roi_heads.head,
+                                                     aux_extra)
         return losses
 
     @torch.no_grad()
