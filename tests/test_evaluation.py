@@ -414,3 +414,20 @@ def test_cli_by_label_scores_each_label_on_its_own_pairs(tmp_path, capsys):
     sgt, spreds = spatio_case()
     spairs, spred = _files(tmp_path, "spatio_temporal", sgt, spreds)
     assert cli.main(["--pairs", spairs, "--predictions", spred, "--by-label"]) == 1
+
+
+def test_score_auc_tool_auc():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "score_auc.py")
+    spec = importlib.util.spec_from_file_location("score_auc", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.roc_auc([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == 1.0
+    assert mod.roc_auc([0.1, 0.2, 0.9, 0.8], [1, 1, 0, 0]) == 0.0
+    assert mod.roc_auc([0.5, 0.5], [1, 0]) == 0.5  # ties count half
+    assert mod.roc_auc([0.9, 0.3, 0.5], [1, 0, 1]) == 1.0
+    assert mod.roc_auc([0.9, 0.1, 0.5, 0.7], [1, 0, 0, 1]) == 1.0
+    assert mod.roc_auc([0.9, 0.6, 0.5, 0.7], [1, 0, 1, 0]) == 0.5
+    assert mod.roc_auc([1.0], [1]) != mod.roc_auc([1.0], [1])  # nan without negatives
