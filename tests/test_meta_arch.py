@@ -287,3 +287,23 @@ def test_aux_class_loss_labels_and_gradients(arch, score):
     assert [d["label_index"] for d in data] == [1, 0, -1, -1]
     with pytest.raises(ValueError, match="AUX_CLASSES"):
         index_labels(data, 1)
+
+
+@pytest.mark.parametrize("window", [13, 15, 5])
+def test_similarity_gram_path_equals_eq15_soft_maximum(window):
+    from relocnet.modeling.correlation import correlate_all_pairs
+
+    cfg = tiny_cfg("RelocTemporal", **{"MODEL.RELOC.HEAD.SCORE": "similarity",
+                                       "MODEL.RELOC.CORR.WINDOW": window})
+    head = build_model(cfg).head
+    torch.manual_seed(0)
+    ref, query = torch.randn(4, 88, 7, 7), torch.randn(3, 88, 7, 7)
+    with torch.no_grad():
+        got = head.similarity_logits(ref, query)
+        r = torch.nn.functional.normalize(head.embed(ref), dim=1)
+        q = torch.nn.functional.normalize(head.embed(query), dim=1)
+        corr = correlate_all_pairs(r, q, window=window, normalize=False, impl="reference")
+        t = head.temperature
+        soft = t * (torch.logsumexp(corr.flatten(1) / t, 1) - torch.log(torch.tensor(corr[0].numel() * 1.0)))
+        want = (head.sim_scale * (soft - head.sim_offset)).view(4, 3)
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()

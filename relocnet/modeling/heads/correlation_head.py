@@ -190,12 +190,24 @@ class CorrelationHead(nn.Module):
             return self.sim_scale * (r @ q.t() - self.sim_offset)
         r = F.normalize(self.embed(ref), dim=1)
         q = F.normalize(self.embed(query), dim=1)
-        kw = dict(self.matcher.corr_kwargs, normalize=False, patch=0)
-        corr = correlate_all_pairs(r, q, **kw).flatten(1)  # cosines, (P*D, W*W*S*S)
+        t, window = self.temperature, self.matcher.corr_kwargs["window"]
+        h, w = r.shape[2:]
+        n = window * window * h * w  # entries of eq. 15 per pair, zero-padded ones included
+        if window >= 2 * max(h, w) - 1:
+            # the window reaches every location: eq. 15's entries are every (query location,
+            # reference location) cosine once plus n - (hw)^2 zeros outside the maps, so one
+            # GEMM per pair set gives the same soft maximum without gathering displacements
+            cos = torch.einsum("dcl,pcm->pdlm", q.flatten(2), r.flatten(2)).flatten(2) / t
+            pad = cos.new_full(cos.shape[:2] + (1,), math.log(n - (h * w) ** 2)) \
+                if n > (h * w) ** 2 else cos[:, :, :0]
+            lse = torch.logsumexp(torch.cat([cos, pad], dim=2), dim=2).flatten()
+        else:
+            kw = dict(self.matcher.corr_kwargs, normalize=False, patch=0)
+            corr = correlate_all_pairs(r, q, **kw).flatten(1)  # cosines, (P*D, W*W*S*S)
+            lse = torch.logsumexp(corr / t, dim=1)
         # tau * (logsumexp - log n): between the mean (tau -> inf) and the max (tau -> 0) of the
         # cosines, so in [-1, 1] whatever the number of locations and displacements
-        t = self.temperature
-        soft_max = t * (torch.logsumexp(corr / t, dim=1) - math.log(corr.shape[1]))
+        soft_max = t * (lse - math.log(n))
         return (self.sim_scale * (soft_max - self.sim_offset)).view(ref.shape[0], query.shape[0])
 
     def forward(
