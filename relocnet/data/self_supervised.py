@@ -28,6 +28,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .datasets import VIDEO_EXTENSIONS
 from .mapper import DecodedVideoCache, match_vector
 from .video import probe_video
 
@@ -36,7 +37,6 @@ __all__ = ["SelfSupervisedPairMapper", "register_video_folder", "load_video_fold
            "change_speed", "reencode_h264"]
 
 logger = logging.getLogger(__name__)
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 
 
 def load_video_folder(folder: str, *, min_seconds: int, dataset: str = "") -> List[Dict[str, Any]]:
@@ -63,13 +63,15 @@ def video_records(paths: List[str], *, min_seconds: int, dataset: str = "",
     """Self-supervised records of the given video files (see :func:`load_video_folder`)."""
     records, short = [], []
     for path in paths:
-        seconds = int(math.floor(probe_video(path).duration))
+        info = probe_video(path)
+        seconds = int(math.floor(info.duration))
         if seconds < min_seconds:
             short.append(f"{path} ({seconds} s)")
             continue
         name = os.path.relpath(path, where) if os.path.isdir(where) else os.path.basename(path)
         records.append({"pair_id": f"{dataset}/{name}", "self_supervised": True,
-                        "video": os.path.abspath(path), "seconds": seconds, "dataset": dataset})
+                        "video": os.path.abspath(path), "seconds": seconds, "dataset": dataset,
+                        "height": info.height, "width": info.width})
     if short:
         logger.warning("Dataset '%s': %d video(s) shorter than %d s skipped: %s", dataset,
                        len(short), min_seconds, ", ".join(short))
@@ -278,7 +280,6 @@ class SelfSupervisedPairMapper:
         valid[:lq] = True
         r_seconds = list(range(w0, w0 + k))
         h, w = self.size
-        info = probe_video(path)
         return {
             "pair_id": f"{record['pair_id']}@q{q0}+{src}/r{w0}+{k}",
             "task": "temporal",
@@ -288,7 +289,7 @@ class SelfSupervisedPairMapper:
             "reference": torch.from_numpy(np.array(reference)),  # a writable copy
             "reference_seconds": torch.as_tensor(r_seconds, dtype=torch.long),
             "match": torch.from_numpy(match_vector(r_seconds, [(q0, q0 + src)])),
-            "height": info.height,
-            "width": info.width,
+            "height": record["height"],  # probed once, when the folder was listed
+            "width": record["width"],
             "input_size": (h, w),
         }
