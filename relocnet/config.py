@@ -35,6 +35,10 @@ def add_relocnet_config(cfg: CN) -> None:
     # 0 = off): AUX_CLASSES >= the number of labels in DATASETS.TRAIN
     _C.MODEL.RELOC.AUX_CLASSES = 0
     _C.MODEL.RELOC.AUX_LOSS_WEIGHT = 0.0
+    # RelocTemporal: also classify the full frames of the matching reference seconds (a
+    # multiple-instance loss: the max over locations must name the query's class). RelocRCNN
+    # always classifies its matching reference actors (their ground-truth boxes).
+    _C.MODEL.RELOC.AUX_REFERENCE = False
     _C.MODEL.RELOC.QUERY_POOLING = "mean"  # how valid query seconds are combined: mean | max | seconds (temporal)
 
     # Micro spatio-temporal branch (eqs. 2-5)
@@ -70,6 +74,9 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.HEAD.EMBED_CHANNELS = 64  # "similarity": channels of the learned embedding
     _C.MODEL.RELOC.HEAD.TEMPERATURE = 0.1  # "similarity": tau of the soft maximum
     _C.MODEL.RELOC.HEAD.SIMILARITY = "correlation"  # "similarity": correlation | pooled
+    # "similarity" + "correlation": weight each location pair by learned saliencies of its two
+    # locations (a 1x1 conv + sigmoid per side), so that background pairs can be ignored
+    _C.MODEL.RELOC.HEAD.SALIENCY = False
     _C.MODEL.RELOC.HEAD.BATCH_SIZE_PER_IMAGE = 64  # proposals sampled per reference second
     _C.MODEL.RELOC.HEAD.POSITIVE_FRACTION = 0.25
     _C.MODEL.RELOC.HEAD.IOU_THRESHOLD = 0.5  # proposal/GT IoU that makes a proposal a positive

@@ -90,6 +90,10 @@ class CorrelationHead(nn.Module):
       (MODEL.RELOC.HEAD.SIMILARITY) the embeddings are max-pooled over space first and the logit is
       an affine function of the cosine of the two pooled vectors (correlation at one location,
       W = 1): the descriptor the auxiliary classifier trains (meta_arch/common.py).
+      With ``saliency`` each (query location l, reference location m) cosine is weighted by
+      ``sigmoid(a_l) * sigmoid(b_m)``, two learned 1x1-conv saliencies, in a weighted soft
+      maximum ``tau * (log sum w exp(cos / tau) - log sum w)`` (still in [-1, 1]) over the
+      location pairs: background locations that look alike in both clips can be switched off.
     """
 
     @configurable
@@ -105,6 +109,7 @@ class CorrelationHead(nn.Module):
         embed_channels: int = 64,
         temperature: float = 0.1,
         similarity: str = "correlation",
+        saliency: bool = False,
     ):
         """
         Args:
@@ -117,6 +122,8 @@ class CorrelationHead(nn.Module):
             embed_channels: channels of the "similarity" embedding.
             temperature: tau of the "similarity" soft maximum.
             similarity: "correlation" (soft maximum of eq. 15 cosines) or "pooled".
+            saliency: weight location pairs by learned saliencies ("correlation" only, with a
+                window that covers every displacement).
         """
         super().__init__()
         if num_blocks < 1:
@@ -129,6 +136,10 @@ class CorrelationHead(nn.Module):
         if score == "similarity" and (in_channels < 1 or embed_channels < 1 or temperature <= 0):
             raise ValueError("MODEL.RELOC.HEAD.SCORE 'similarity' needs in_channels >= 1, "
                              "EMBED_CHANNELS >= 1 and TEMPERATURE > 0")
+        if saliency and (score != "similarity" or similarity != "correlation"
+                         or matcher.corr_kwargs["window"] < 3):
+            raise ValueError("MODEL.RELOC.HEAD.SALIENCY needs SCORE 'similarity' with SIMILARITY "
+                             "'correlation'")
         self.matcher = matcher
         self.score = score
         self.similarity = similarity
@@ -139,6 +150,10 @@ class CorrelationHead(nn.Module):
             # logit = scale * (softmax similarity - offset); cosines lie in [-1, 1]
             self.sim_scale = nn.Parameter(torch.tensor(10.0))
             self.sim_offset = nn.Parameter(torch.tensor(0.5))
+        self.saliency = Conv2d(in_channels, 1, 1) if saliency else None
+        if self.saliency is not None:
+            nn.init.normal_(self.saliency.weight, std=0.01)
+            nn.init.constant_(self.saliency.bias, 0.0)  # every weight 0.5 at the start
         blocks = ResNet.make_stage(
             BottleneckBlock,
             num_blocks,
@@ -180,6 +195,7 @@ class CorrelationHead(nn.Module):
             embed_channels=r.HEAD.EMBED_CHANNELS,
             temperature=r.HEAD.TEMPERATURE,
             similarity=r.HEAD.SIMILARITY,
+            saliency=r.HEAD.SALIENCY,
         )
 
     def similarity_logits(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -193,6 +209,17 @@ class CorrelationHead(nn.Module):
         t, window = self.temperature, self.matcher.corr_kwargs["window"]
         h, w = r.shape[2:]
         n = window * window * h * w  # entries of eq. 15 per pair, zero-padded ones included
+        if self.saliency is not None:
+            if window < 2 * max(h, w) - 1:
+                raise ValueError(f"MODEL.RELOC.HEAD.SALIENCY needs CORR.WINDOW >= "
+                                 f"{2 * max(h, w) - 1} (every displacement) for {h}x{w} ROIs")
+            cos = torch.einsum("dcl,pcm->pdlm", q.flatten(2), r.flatten(2))  # (P, D, L, M)
+            log_wq = F.logsigmoid(self.saliency(query)).flatten(1)[None, :, :, None]  # (1, D, L, 1)
+            log_wr = F.logsigmoid(self.saliency(ref)).flatten(1)[:, None, None, :]  # (P, 1, 1, M)
+            log_w = (log_wq + log_wr).flatten(2)
+            lse = torch.logsumexp(cos.flatten(2) / t + log_w, dim=2)
+            soft_max = t * (lse - torch.logsumexp(log_w, dim=2))  # weighted: in [-1, 1]
+            return self.sim_scale * (soft_max - self.sim_offset)
         if window >= 2 * max(h, w) - 1:
             # the window reaches every location: eq. 15's entries are every (query location,
             # reference location) cosine once plus n - (hw)^2 zeros outside the maps, so one

@@ -246,12 +246,13 @@ class RelocMetaArchBase(nn.Module):
                  head: nn.Module, extra: Sequence[Tuple[int, torch.Tensor]] = ()) -> torch.Tensor:
         """Cross-entropy of the cosine classifier over the labelled pairs' query descriptors,
         and over ``extra`` (pair index, ROI features) items that show the pair's action (the
-        spatio-temporal model's matching reference actors)."""
+        spatio-temporal model's matching reference actors). Mirrored pairs (``"hflip"``) are left
+        out: the mirror of a class can be another class (SynthReloc's side_step_left/right)."""
         feats, labels = [], []
         items = list(zip(pairs, queries)) + [(pairs[i], r) for i, r in extra]
         for pair, q in items:
             k = int(pair.get("label_index", -1))
-            if k < 0:
+            if k < 0 or pair.get("hflip", False):
                 continue
             if k >= self.aux_classifier.out_features:
                 raise ValueError(f"pair {pair.get('pair_id')!r}: label_index {k} >= "

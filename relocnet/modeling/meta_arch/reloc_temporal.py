@@ -5,7 +5,8 @@ with the pooled full-frame query features (P = D = 1), scored by the correlation
 regression, and trained with a BCE per reference second against ``"match"``.
 
 With MODEL.RELOC.AUX_LOSS_WEIGHT > 0 the query seconds are also classified among the training
-classes (``"loss_aux_class"``, see common.py).
+classes (``"loss_aux_class"``, see common.py), and with MODEL.RELOC.AUX_REFERENCE so are the full
+frames of the matching reference seconds, where the actor is smaller and among distractors.
 """
 from typing import Any, Dict, List
 
@@ -27,14 +28,16 @@ class RelocTemporal(RelocMetaArchBase):
     """Siamese backbone, full-frame matching per second, a match score per reference second."""
 
     @configurable
-    def __init__(self, *, head: CorrelationHead, **kwargs):
+    def __init__(self, *, head: CorrelationHead, aux_reference: bool = False, **kwargs):
         """
         Args:
             head: a CorrelationHead; its box branch, if any, is not used.
+            aux_reference: also classify matching reference seconds (needs the aux classifier).
             kwargs: see :class:`RelocMetaArchBase`.
         """
         super().__init__(**kwargs)
         self.head = head
+        self.aux_reference = aux_reference
 
     @classmethod
     def from_config(cls, cfg):
@@ -42,6 +45,7 @@ class RelocTemporal(RelocMetaArchBase):
         ret = cls.base_config(cfg, backbone)
         channels = backbone.output_shape()["features"].channels
         ret["head"] = CorrelationHead(cfg, channels, box_reg=False)
+        ret["aux_reference"] = cfg.MODEL.RELOC.AUX_REFERENCE
         return ret
 
     def _frame_rois(self, features: torch.Tensor, size) -> torch.Tensor:
@@ -50,13 +54,15 @@ class RelocTemporal(RelocMetaArchBase):
         box = torch.tensor([[0.0, 0.0, float(w), float(h)]], device=features.device)
         return self.pooler([features], [Boxes(box)] * features.shape[0])
 
-    def _window_logits(self, batch, queries: List[torch.Tensor], pairs) -> List[torch.Tensor]:
-        """Match logits (n,) of every window of a backbone batch (one head call per pair)."""
+    def _window_logits(self, batch, queries: List[torch.Tensor], pairs, rois_out=None
+                       ) -> List[torch.Tensor]:
+        """Match logits (n,) of every window of a backbone batch (one head call per pair);
+        appends (pair index, full-frame ROIs of its windows) to ``rois_out`` when given."""
         out: List[torch.Tensor] = []
         for i in sorted({i for i, _, _ in batch}):
             windows = [f["features"] for j, _, f in batch if j == i]
             size = tuple(pairs[i]["reference"].shape[2:4])
-            out.extend(self.window_logits(windows, size, queries[i]))
+            out.extend(self.window_logits(windows, size, queries[i], rois_out, i))
         return out
 
     # ------------------------------------------------------------------ steps of inference_one,
@@ -67,11 +73,13 @@ class RelocTemporal(RelocMetaArchBase):
         return self.query_rois([pair], full_frame=True)[0]
 
     def window_logits(
-        self, features: List[torch.Tensor], size, query: torch.Tensor
+        self, features: List[torch.Tensor], size, query: torch.Tensor, rois_out=None, index=0
     ) -> List[torch.Tensor]:
         """Match logits (n,) of reference windows, given their backbone ``"features"`` (n, C, h, w)
         each, the input size (H, W) and a query descriptor; one head call for all of them."""
         rois = self._frame_rois(torch.cat(features), size)
+        if rois_out is not None:
+            rois_out.append((index, rois))
         logits, _ = self.head(rois, query)  # (n, D): D = 1, or query seconds ("seconds" pooling)
         return list(logits.amax(dim=1).split([f.shape[0] for f in features]))
 
@@ -80,10 +88,12 @@ class RelocTemporal(RelocMetaArchBase):
         if not self.training:
             return [self.inference_one(x) for x in batched_inputs]
         queries = self.query_rois(batched_inputs, full_frame=True)
-        logits, labels = [], []
+        logits, labels, rois = [], [], []
         refs = [x["reference"] for x in batched_inputs]
+        keep_rois = self.aux_classifier is not None and self.aux_reference
         for batch in self.iter_windows(refs, self.reference_seconds):
-            logits.extend(self._window_logits(batch, queries, batched_inputs))
+            logits.extend(self._window_logits(batch, queries, batched_inputs,
+                                              rois if keep_rois else None))
             for i, s, feats in batch:
                 n = feats["features"].shape[0]
                 x = batched_inputs[i]
@@ -92,8 +102,14 @@ class RelocTemporal(RelocMetaArchBase):
         loss = F.binary_cross_entropy_with_logits(torch.cat(logits), labels, reduction="mean")
         if self.aux_classifier is None:
             return {"loss_cls": loss}
+        # the matching reference seconds show the query's action (rois and labels share the
+        # order: pair by pair, window by window)
+        extra = []
+        if keep_rois:
+            matches = labels.split([len(r) for _, r in rois])
+            extra = [(i, r[m > 0.5]) for (i, r), m in zip(rois, matches) if bool((m > 0.5).any())]
         return {"loss_cls": loss,
-                "loss_aux_class": self.aux_loss(batched_inputs, queries, self.head)}
+                "loss_aux_class": self.aux_loss(batched_inputs, queries, self.head, extra)}
 
     @torch.no_grad()
     def inference_one(self, pair: Dict[str, Any]) -> Dict[str, torch.Tensor]:
