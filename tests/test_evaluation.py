@@ -431,3 +431,32 @@ def test_score_auc_tool_auc():
     assert mod.roc_auc([0.9, 0.1, 0.5, 0.7], [1, 0, 0, 1]) == 1.0
     assert mod.roc_auc([0.9, 0.6, 0.5, 0.7], [1, 0, 1, 0]) == 0.5
     assert mod.roc_auc([1.0], [1]) != mod.roc_auc([1.0], [1])  # nan without negatives
+
+
+def test_overfit_pairs_tool_trains_and_reports_auc(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path), OMP_NUM_THREADS="1")
+    gen = subprocess.run([sys.executable, os.path.join(repo, "datasets", "prepare_synthetic.py"),
+                          "--output", str(tmp_path / "synthreloc"), "--seed", "0", "--preset",
+                          "tiny"], capture_output=True, text=True, env=env)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    cfg = os.path.join(repo, "configs", "synthreloc",
+                       "relocnet_R18-L3D_cpu_synthreloc_temporal.yaml")
+    run = subprocess.run(
+        [sys.executable, os.path.join(repo, "tools", "overfit_pairs.py"), "--config-file", cfg,
+         "--num-pairs", "2", "--iters", "2", "--eval-period", "2",
+         "INPUT.VIDEO.DECODE_CACHE", "", "SOLVER.IMS_PER_BATCH", "2"],
+        capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert any(line.startswith("iter 1: loss_cls ") for line in lines)
+    auc = [line for line in lines if "per-second AUC on the 2 pairs" in line]
+    assert len(auc) == 1 and 0.0 <= float(auc[0].split()[-1]) <= 1.0
+    bad = subprocess.run([sys.executable, os.path.join(repo, "tools", "overfit_pairs.py"),
+                          "--config-file", cfg.replace("temporal", "st")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert bad.returncode != 0 and "RelocTemporal" in bad.stderr
