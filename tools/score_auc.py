@@ -8,7 +8,7 @@ non-matching ones at all (0.5 = chance), whatever the decoder's threshold makes 
         [--num-pairs 40] [KEY VALUE ...]
 
 Prints the AUC over all seconds pooled and the mean per-pair AUC (pairs with both kinds of
-seconds), then one JSON line.
+seconds), then one JSON line, which also holds the pooled AUC of each label ("auc_pooled/LABEL").
 """
 import argparse
 import json
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     mapper = RelocPairMapper(cfg, is_train=False, task="temporal")
     records = DatasetCatalog.get(args.dataset)
     records = records[: args.num_pairs] if args.num_pairs else records
-    all_s, all_y, per_pair = [], [], []
+    all_s, all_y, per_pair, by_label = [], [], [], {}
     with torch.no_grad():
         for rec in records:
             pair = mapper(rec)
@@ -56,11 +56,15 @@ def main(argv=None) -> int:
             labels = pair["match"].numpy()
             all_s += list(scores)
             all_y += list(labels)
+            s, y = by_label.setdefault(rec.get("label", ""), ([], []))
+            s += list(scores)
+            y += list(labels)
             auc = roc_auc(scores, labels)
             if auc == auc:
                 per_pair.append(auc)
     out = {"dataset": args.dataset, "num_pairs": len(records), "auc_pooled": roc_auc(all_s, all_y),
            "auc_mean_per_pair": float(np.mean(per_pair)) if per_pair else float("nan")}
+    out.update({f"auc_pooled/{k}": roc_auc(*v) for k, v in sorted(by_label.items())})
     print(f"{args.dataset}: {len(records)} pairs, per-second AUC {out['auc_pooled']:.3f} pooled, "
           f"{out['auc_mean_per_pair']:.3f} mean per pair")
     print(json.dumps(out))
