@@ -231,7 +231,7 @@ class RelocPairMapper:
             "height": ref_info.height,
             "width": ref_info.width,
             "input_size": (h, w),
-            "hflip": bool(flip),  # a mirrored clip may show another class (step left -> right)
+            "hflip": bool(flip),  # a mirrored clip may show another class (walk_left -> walk_right)
         }
         if self.task == "spatio_temporal":
             q_info = ref_info if q["video"] == r["video"] else probe_video(q["video"])

@@ -247,7 +247,7 @@ class RelocMetaArchBase(nn.Module):
         """Cross-entropy of the cosine classifier over the labelled pairs' query descriptors,
         and over ``extra`` (pair index, ROI features) items that show the pair's action (the
         spatio-temporal model's matching reference actors). Mirrored pairs (``"hflip"``) are left
-        out: the mirror of a class can be another class (SynthReloc's side_step_left/right)."""
+        out: the mirror of a class can be another class (SynthReloc's walk_left/walk_right)."""
         feats, labels = [], []
         items = list(zip(pairs, queries)) + [(pairs[i], r) for i, r in extra]
         for pair, q in items:
