@@ -23,7 +23,7 @@ import relocnet  # noqa: F401  (registers datasets and models)
 from relocnet.data.mapper import RelocPairMapper
 from relocnet.engine.setup import setup_cfg
 from relocnet.engine.trainer import Trainer, index_labels
-from score_auc import roc_auc
+from score_auc import roc_auc, second_scores
 
 
 def main(argv=None) -> int:
@@ -52,10 +52,9 @@ def main(argv=None) -> int:
     def evaluate(step: int) -> None:
         model.eval()
         scores, labels = [], []
-        with torch.no_grad():
-            for pair in fixed:
-                scores += model([pair])[0]["second_scores"].tolist()
-                labels += pair["match"].tolist()
+        for _, s, y in second_scores(model, fixed):
+            scores += list(s)
+            labels += list(y)
         model.train()
         auc = roc_auc(scores, labels)
         print(f"iter {step}: per-second AUC on the {len(fixed)} pairs {auc:.3f}", flush=True)

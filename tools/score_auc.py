@@ -34,6 +34,14 @@ def roc_auc(scores, labels) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
+def second_scores(model, pairs):
+    """Yield (pair, match scores, match labels) per pair, the scores from ``model`` (in eval
+    mode) on the whole reference."""
+    with torch.no_grad():
+        for pair in pairs:
+            yield pair, model([pair])[0]["second_scores"].numpy(), pair["match"].numpy()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config-file", required=True)
@@ -49,19 +57,15 @@ def main(argv=None) -> int:
     records = DatasetCatalog.get(args.dataset)
     records = records[: args.num_pairs] if args.num_pairs else records
     all_s, all_y, per_pair, by_label = [], [], [], {}
-    with torch.no_grad():
-        for rec in records:
-            pair = mapper(rec)
-            scores = model([pair])[0]["second_scores"].numpy()
-            labels = pair["match"].numpy()
-            all_s += list(scores)
-            all_y += list(labels)
-            s, y = by_label.setdefault(rec.get("label", ""), ([], []))
-            s += list(scores)
-            y += list(labels)
-            auc = roc_auc(scores, labels)
-            if auc == auc:
-                per_pair.append(auc)
+    for pair, scores, labels in second_scores(model, (mapper(r) for r in records)):
+        all_s += list(scores)
+        all_y += list(labels)
+        s, y = by_label.setdefault(pair.get("label", ""), ([], []))
+        s += list(scores)
+        y += list(labels)
+        auc = roc_auc(scores, labels)
+        if auc == auc:
+            per_pair.append(auc)
     out = {"dataset": args.dataset, "num_pairs": len(records), "auc_pooled": roc_auc(all_s, all_y),
            "auc_mean_per_pair": float(np.mean(per_pair)) if per_pair else float("nan")}
     out.update({f"auc_pooled/{k}": roc_auc(*v) for k, v in sorted(by_label.items())})

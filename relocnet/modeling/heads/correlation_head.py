@@ -136,8 +136,7 @@ class CorrelationHead(nn.Module):
         if score == "similarity" and (in_channels < 1 or embed_channels < 1 or temperature <= 0):
             raise ValueError("MODEL.RELOC.HEAD.SCORE 'similarity' needs in_channels >= 1, "
                              "EMBED_CHANNELS >= 1 and TEMPERATURE > 0")
-        if saliency and (score != "similarity" or similarity != "correlation"
-                         or matcher.corr_kwargs["window"] < 3):
+        if saliency and (score != "similarity" or similarity != "correlation"):
             raise ValueError("MODEL.RELOC.HEAD.SALIENCY needs SCORE 'similarity' with SIMILARITY "
                              "'correlation'")
         self.matcher = matcher
@@ -209,25 +208,24 @@ class CorrelationHead(nn.Module):
         t, window = self.temperature, self.matcher.corr_kwargs["window"]
         h, w = r.shape[2:]
         n = window * window * h * w  # entries of eq. 15 per pair, zero-padded ones included
-        if self.saliency is not None:
-            if window < 2 * max(h, w) - 1:
-                raise ValueError(f"MODEL.RELOC.HEAD.SALIENCY needs CORR.WINDOW >= "
-                                 f"{2 * max(h, w) - 1} (every displacement) for {h}x{w} ROIs")
-            cos = torch.einsum("dcl,pcm->pdlm", q.flatten(2), r.flatten(2))  # (P, D, L, M)
-            log_wq = F.logsigmoid(self.saliency(query)).flatten(1)[None, :, :, None]  # (1, D, L, 1)
-            log_wr = F.logsigmoid(self.saliency(ref)).flatten(1)[:, None, None, :]  # (P, 1, 1, M)
-            log_w = (log_wq + log_wr).flatten(2)
-            lse = torch.logsumexp(cos.flatten(2) / t + log_w, dim=2)
-            soft_max = t * (lse - torch.logsumexp(log_w, dim=2))  # weighted: in [-1, 1]
-            return self.sim_scale * (soft_max - self.sim_offset)
         if window >= 2 * max(h, w) - 1:
             # the window reaches every location: eq. 15's entries are every (query location,
             # reference location) cosine once plus n - (hw)^2 zeros outside the maps, so one
             # GEMM per pair set gives the same soft maximum without gathering displacements
             cos = torch.einsum("dcl,pcm->pdlm", q.flatten(2), r.flatten(2)).flatten(2) / t
+            if self.saliency is not None:  # weighted soft maximum over the location pairs
+                log_wq = F.logsigmoid(self.saliency(query)).flatten(1)[None, :, :, None]
+                log_wr = F.logsigmoid(self.saliency(ref)).flatten(1)[:, None, None, :]
+                log_w = (log_wq + log_wr).flatten(2)  # (P, D, L * M), like cos
+                lse = torch.logsumexp(cos + log_w, dim=2)
+                soft_max = t * (lse - torch.logsumexp(log_w, dim=2))  # weighted: in [-1, 1]
+                return self.sim_scale * (soft_max - self.sim_offset)
             pad = cos.new_full(cos.shape[:2] + (1,), math.log(n - (h * w) ** 2)) \
                 if n > (h * w) ** 2 else cos[:, :, :0]
             lse = torch.logsumexp(torch.cat([cos, pad], dim=2), dim=2).flatten()
+        elif self.saliency is not None:
+            raise ValueError(f"MODEL.RELOC.HEAD.SALIENCY needs CORR.WINDOW >= "
+                             f"{2 * max(h, w) - 1} (every displacement) for {h}x{w} ROIs")
         else:
             kw = dict(self.matcher.corr_kwargs, normalize=False, patch=0)
             corr = correlate_all_pairs(r, q, **kw).flatten(1)  # cosines, (P*D, W*W*S*S)

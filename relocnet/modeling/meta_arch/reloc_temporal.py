@@ -54,16 +54,21 @@ class RelocTemporal(RelocMetaArchBase):
         box = torch.tensor([[0.0, 0.0, float(w), float(h)]], device=features.device)
         return self.pooler([features], [Boxes(box)] * features.shape[0])
 
-    def _window_logits(self, batch, queries: List[torch.Tensor], pairs, rois_out=None
-                       ) -> List[torch.Tensor]:
-        """Match logits (n,) of every window of a backbone batch (one head call per pair);
-        appends (pair index, full-frame ROIs of its windows) to ``rois_out`` when given."""
+    def _window_logits(self, batch, queries: List[torch.Tensor], pairs):
+        """Match logits (n,) of every window of a backbone batch (one head call per pair), and
+        the (pair index, full-frame ROIs of its windows) they were computed from."""
         out: List[torch.Tensor] = []
+        rois = []
         for i in sorted({i for i, _, _ in batch}):
             windows = [f["features"] for j, _, f in batch if j == i]
             size = tuple(pairs[i]["reference"].shape[2:4])
-            out.extend(self.window_logits(windows, size, queries[i], rois_out, i))
-        return out
+            rois.append((i, self._frame_rois(torch.cat(windows), size)))
+            out.extend(self._score_rois(rois[-1][1], queries[i], [f.shape[0] for f in windows]))
+        return out, rois
+
+    def _score_rois(self, rois: torch.Tensor, query: torch.Tensor, sizes) -> List[torch.Tensor]:
+        logits, _ = self.head(rois, query)  # (n, D): D = 1, or query seconds ("seconds" pooling)
+        return list(logits.amax(dim=1).split(sizes))
 
     # ------------------------------------------------------------------ steps of inference_one,
     # public for streamed inference over long videos (relocnet/engine/inference.py)
@@ -73,15 +78,12 @@ class RelocTemporal(RelocMetaArchBase):
         return self.query_rois([pair], full_frame=True)[0]
 
     def window_logits(
-        self, features: List[torch.Tensor], size, query: torch.Tensor, rois_out=None, index=0
+        self, features: List[torch.Tensor], size, query: torch.Tensor
     ) -> List[torch.Tensor]:
         """Match logits (n,) of reference windows, given their backbone ``"features"`` (n, C, h, w)
         each, the input size (H, W) and a query descriptor; one head call for all of them."""
         rois = self._frame_rois(torch.cat(features), size)
-        if rois_out is not None:
-            rois_out.append((index, rois))
-        logits, _ = self.head(rois, query)  # (n, D): D = 1, or query seconds ("seconds" pooling)
-        return list(logits.amax(dim=1).split([f.shape[0] for f in features]))
+        return self._score_rois(rois, query, [f.shape[0] for f in features])
 
     def forward(self, batched_inputs: List[Dict[str, Any]]):
         """Training: ``{"loss_cls"}``; inference: one dict per pair (see common.py)."""
@@ -90,10 +92,10 @@ class RelocTemporal(RelocMetaArchBase):
         queries = self.query_rois(batched_inputs, full_frame=True)
         logits, labels, rois = [], [], []
         refs = [x["reference"] for x in batched_inputs]
-        keep_rois = self.aux_classifier is not None and self.aux_reference
         for batch in self.iter_windows(refs, self.reference_seconds):
-            logits.extend(self._window_logits(batch, queries, batched_inputs,
-                                              rois if keep_rois else None))
+            batch_logits, batch_rois = self._window_logits(batch, queries, batched_inputs)
+            logits.extend(batch_logits)
+            rois.extend(batch_rois)
             for i, s, feats in batch:
                 n = feats["features"].shape[0]
                 x = batched_inputs[i]
@@ -105,7 +107,7 @@ class RelocTemporal(RelocMetaArchBase):
         # the matching reference seconds show the query's action (rois and labels share the
         # order: pair by pair, window by window)
         extra = []
-        if keep_rois:
+        if self.aux_reference:
             matches = labels.split([len(r) for _, r in rois])
             extra = [(i, r[m > 0.5]) for (i, r), m in zip(rois, matches) if bool((m > 0.5).any())]
         return {"loss_cls": loss,
@@ -117,7 +119,7 @@ class RelocTemporal(RelocMetaArchBase):
         query = [self.query_descriptor(pair)]
         items = []
         for batch in self.iter_windows([pair["reference"]], self.reference_seconds):
-            for (_, s, _), logits in zip(batch, self._window_logits(batch, query, [pair])):
+            for (_, s, _), logits in zip(batch, self._window_logits(batch, query, [pair])[0]):
                 items.extend((s + t, p) for t, p in enumerate(logits.sigmoid()))
         scores = torch.stack(average_by_second(items, pair["reference"].shape[0]))
         return self.temporal_outputs(scores, pair["reference_seconds"])
