@@ -69,7 +69,9 @@ def file_digest(path: str) -> str:
 
 
 def model_digest(cfg, model: torch.nn.Module) -> str:
-    """SHA-256 (hex) of what makes a model's reference features: config keys and weights."""
+    """SHA-256 (hex) of what makes a model's reference features: config keys and the weights of
+    the modules that compute them (backbone and, RelocRCNN, the RPN); the matching head's weights
+    and the match threshold are left out, so a retrained or recalibrated head reuses the cache."""
     h = hashlib.sha256()
     model_cfg = cfg.MODEL.clone()
     model_cfg.defrost()
@@ -80,6 +82,8 @@ def model_digest(cfg, model: torch.nn.Module) -> str:
     h.update(cfg.INPUT.VIDEO.dump().encode())
     h.update(f"format={cfg.INPUT.FORMAT} batch={getattr(model, 'windows_per_batch', '')}".encode())
     for name, tensor in sorted(model.state_dict().items()):
+        if not name.startswith(("backbone.", "proposal_generator.")):
+            continue
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         if t.numel():
