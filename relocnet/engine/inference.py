@@ -32,7 +32,7 @@ from ..modeling.meta_arch import RelocMetaArchBase, RelocRCNN, RelocTemporal
 from ..modeling.windows import window_starts
 from .feature_cache import FeatureCache, file_digest, model_digest
 
-__all__ = ["InputError", "WeightsError", "load_model", "prepare_query", "stream_windows",
+__all__ = ["InputError", "WeightsError", "load_model", "pretrained_keys", "trained_state_dict", "prepare_query", "stream_windows",
            "check_lengths", "nearest_boxes", "relocalize", "Relocalization"]
 
 
@@ -74,10 +74,11 @@ def load_model(cfg, weights: str) -> RelocMetaArchBase:
     bad = ckpt.incompatible
     if bad is None:
         return model
+    frozen = pretrained_keys(model)  # built from pretrained weights: a checkpoint may omit them
     problems = [f"{k} is {tuple(a)} in the file but {tuple(b)} in the model"
                 for k, a, b in bad.incorrect_shapes[:3]]
     reshaped = {k for k, _, _ in bad.incorrect_shapes}
-    missing = [k for k in bad.missing_keys if k not in reshaped]
+    missing = [k for k in bad.missing_keys if k not in reshaped and k not in frozen]
     if missing:
         problems.append(f"{len(missing)} parameters missing (e.g. {missing[0]})")
     if bad.unexpected_keys:
@@ -89,6 +90,23 @@ def load_model(cfg, weights: str) -> RelocMetaArchBase:
         raise WeightsError(f"weights {weights} do not fit the config "
                            f"({cfg.MODEL.META_ARCHITECTURE}): " + "; ".join(problems) + more)
     return model
+
+
+def pretrained_keys(model: torch.nn.Module) -> set:
+    """State-dict keys of the frozen modules (``frozen = True``, e.g. the ImageNet
+    EfficientNet branches): built from their pretrained weights, never trained, so checkpoints
+    leave them out (:func:`trained_state_dict`)."""
+    keys = set()
+    for prefix, module in model.named_modules():
+        if getattr(module, "frozen", False):
+            keys.update(f"{prefix}.{k}" for k in module.state_dict())
+    return keys
+
+
+def trained_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """The model's state dict without the frozen pretrained modules (what a checkpoint needs)."""
+    frozen = pretrained_keys(model)
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
 
 
 # ----------------------------------------------------------------------------- query
@@ -330,6 +348,7 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
                                min(model.window_overlap, model.reference_seconds - 1))
     merged = _RunningMean()
     scores = torch.zeros(length)
+    pair_scores: Dict[int, torch.Tensor] = {}  # RelocTemporal: per second, (D,) query objects
     detections: List[np.ndarray] = []  # per second: (k, 7) box, score, query object, second
     done = batch_index = 0
     t2 = time.perf_counter()
@@ -357,7 +376,7 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
                                              [proposals[t] for t in abs_seconds], qdesc)
             else:
                 values = [p for lg in model.window_logits(features, size, qdesc)
-                          for p in lg.sigmoid()]
+                          for p in lg.sigmoid()]  # per second: (D,) query objects
             for t, v in zip(abs_seconds, values):
                 merged.add(t, v)
             limit = all_starts[batch_index] if batch_index < len(all_starts) else length
@@ -368,7 +387,8 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
                     detections.append(_compact(inst))
                     scores[t] = inst.scores.max().cpu() if len(inst) else 0.0
                 else:
-                    scores[t] = v.cpu()
+                    pair_scores[t] = v.cpu()
+                    scores[t] = pair_scores[t].max()
             if progress is not None:
                 progress(limit - done)
             done = limit
@@ -380,7 +400,9 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
         if writer is not None:
             writer.abort()  # no-op after commit
     timings["reference"] = time.perf_counter() - t2
-    outputs = model.temporal_outputs(scores, torch.arange(length))
+    outputs = model.temporal_outputs(
+        scores, torch.arange(length),
+        torch.stack([pair_scores[t] for t in range(length)]) if not rcnn else None)
     if rcnn:
         outputs["instances"] = _instances(detections, (info.height, info.width))
     return Relocalization(outputs, info, status, key, messages, timings)

@@ -21,8 +21,8 @@ _PACKAGED_CONFIGS = os.path.join(_HERE, "configs")
 # name -> (config, weights file); README's model-zoo table has their training time and metrics
 MODELS: Dict[str, Dict[str, str]] = {
     "temporal": {
-        "config": "synthreloc/relocnet_R18-L3D_cpu_synthreloc_temporal.yaml",
-        "weights": "relocnet_R18-L3D_cpu_synthreloc_temporal.pth",
+        "config": "synthreloc/relocnet_EffL0_cpu_temporal.yaml",
+        "weights": "relocnet_EffL0_cpu_temporal.pth",
     },
     "spatio_temporal": {
         "config": "synthreloc/relocnet_R18-L3D_cpu_synthreloc_st.yaml",

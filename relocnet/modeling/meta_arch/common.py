@@ -43,7 +43,7 @@ self-supervised pairs): ``"loss_aux_class"``. Learning "match / no match" from s
 backbone one bit per second; naming the action gives it a discriminative embedding, whose cosine
 similarity then transfers to unseen classes (a few-shot learning practice; not in the paper).
 """
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -285,18 +285,23 @@ class RelocMetaArchBase(nn.Module):
 
     # ------------------------------------------------------------------ outputs
     def temporal_outputs(
-        self, second_scores: torch.Tensor, seconds: torch.Tensor
+        self, second_scores: torch.Tensor, seconds: torch.Tensor,
+        pair_scores: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         """The contract's temporal keys from per-second scores (CPU tensors): the decoded
         segments with their ranking scores and match probabilities (the best second's score
-        inside each), and ``"found"``: whether the top segment's probability reaches
-        ``match_threshold``."""
+        inside each; the "alignment" decoder's scores are probabilities already), and ``"found"``:
+        whether the top segment's probability reaches ``match_threshold``. ``pair_scores``: (T, V)
+        probabilities of each (reference second, query second), for the "alignment" decoder."""
         second_scores = second_scores.detach().float().cpu()
         seconds = torch.as_tensor(seconds, dtype=torch.long).cpu()
-        segments, segment_scores = decode_segments(second_scores, seconds, **self.decoder)
+        if pair_scores is not None:
+            pair_scores = pair_scores.detach().float().cpu()
+        segments, segment_scores = decode_segments(second_scores, seconds, **self.decoder,
+                                                   pair_scores=pair_scores)
         first = int(seconds[0]) if len(seconds) else 0
-        probs = torch.stack([second_scores[int(s) - first : int(e) - first].max()
-                             for s, e in segments.tolist()])
+        probs = segment_scores.clone() if self.decoder["name"] == "alignment" else torch.stack(
+            [second_scores[int(s) - first : int(e) - first].max() for s, e in segments.tolist()])
         threshold = float(self.match_threshold)
         return {
             "second_scores": second_scores,

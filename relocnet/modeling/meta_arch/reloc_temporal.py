@@ -49,27 +49,28 @@ class RelocTemporal(RelocMetaArchBase):
         ret["aux_reference"] = cfg.MODEL.RELOC.AUX_REFERENCE
         return ret
 
-    def _frame_rois(self, features: torch.Tensor, size) -> torch.Tensor:
+    def frame_rois(self, features: torch.Tensor, size) -> torch.Tensor:
         """(T, C, h, w) -> (T, C, S, S): ROIAlign with the full-frame box of an (H, W) input."""
         h, w = size
         box = torch.tensor([[0.0, 0.0, float(w), float(h)]], device=features.device)
         return self.pooler([features], [Boxes(box)] * features.shape[0])
 
     def _window_logits(self, batch, queries: List[torch.Tensor], pairs):
-        """Match logits (n,) of every window of a backbone batch (one head call per pair), and
-        the (pair index, full-frame ROIs of its windows) they were computed from."""
+        """Match logits (n, D) of every window of a backbone batch (one head call per pair; D
+        query objects: 1, or the query's seconds), and the (pair index, full-frame ROIs of its
+        windows) they were computed from."""
         out: List[torch.Tensor] = []
         rois = []
         for i in sorted({i for i, _, _ in batch}):
             windows = [f["features"] for j, _, f in batch if j == i]
             size = tuple(pairs[i]["reference"].shape[2:4])
-            rois.append((i, self._frame_rois(torch.cat(windows), size)))
+            rois.append((i, self.frame_rois(torch.cat(windows), size)))
             out.extend(self._score_rois(rois[-1][1], queries[i], [f.shape[0] for f in windows]))
         return out, rois
 
     def _score_rois(self, rois: torch.Tensor, query: torch.Tensor, sizes) -> List[torch.Tensor]:
         logits, _ = self.head(rois, query)  # (n, D): D = 1, or query seconds ("seconds" pooling)
-        return list(logits.amax(dim=1).split(sizes))
+        return list(logits.split(sizes))
 
     # ------------------------------------------------------------------ steps of inference_one,
     # public for streamed inference over long videos (relocnet/engine/inference.py)
@@ -81,9 +82,11 @@ class RelocTemporal(RelocMetaArchBase):
     def window_logits(
         self, features: List[torch.Tensor], size, query: torch.Tensor
     ) -> List[torch.Tensor]:
-        """Match logits (n,) of reference windows, given their backbone ``"features"`` (n, C, h, w)
-        each, the input size (H, W) and a query descriptor; one head call for all of them."""
-        rois = self._frame_rois(torch.cat(features), size)
+        """Match logits (n, D) of reference windows against the D query objects (1, or the
+        query's seconds), given their backbone ``"features"`` (n, C, h, w) each, the input size
+        (H, W) and a query descriptor; one head call for all of them. A second's match logit is
+        the max over D."""
+        rois = self.frame_rois(torch.cat(features), size)
         return self._score_rois(rois, query, [f.shape[0] for f in features])
 
     def forward(self, batched_inputs: List[Dict[str, Any]]):
@@ -95,7 +98,7 @@ class RelocTemporal(RelocMetaArchBase):
         refs = [x["reference"] for x in batched_inputs]
         for batch in self.iter_windows(refs, self.reference_seconds):
             batch_logits, batch_rois = self._window_logits(batch, queries, batched_inputs)
-            logits.extend(batch_logits)
+            logits.extend(lg.amax(dim=1) for lg in batch_logits)
             rois.extend(batch_rois)
             for i, s, feats in batch:
                 n = feats["features"].shape[0]
@@ -116,11 +119,13 @@ class RelocTemporal(RelocMetaArchBase):
 
     @torch.no_grad()
     def inference_one(self, pair: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-        """Scores of every reference second, merged over windows, and decoded segments."""
+        """Scores of every reference second (and of each of its pairs with a query second),
+        merged over windows, and decoded segments."""
         query = [self.query_descriptor(pair)]
         items = []
         for batch in self.iter_windows([pair["reference"]], self.reference_seconds):
             for (_, s, _), logits in zip(batch, self._window_logits(batch, query, [pair])[0]):
                 items.extend((s + t, p) for t, p in enumerate(logits.sigmoid()))
-        scores = torch.stack(average_by_second(items, pair["reference"].shape[0]))
-        return self.temporal_outputs(scores, pair["reference_seconds"])
+        pair_scores = torch.stack(average_by_second(items, pair["reference"].shape[0]))
+        return self.temporal_outputs(pair_scores.amax(dim=1), pair["reference_seconds"],
+                                     pair_scores)
