@@ -15,7 +15,6 @@ import copy
 import hashlib
 import math
 import os
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 
+from ..utils.fileio import atomic_open
 from .video import probe_video, read_subclips
 
 __all__ = ["RelocPairMapper", "DecodedVideoCache", "seconds_of_span", "match_vector"]
@@ -87,15 +87,8 @@ class DecodedVideoCache:
             return None
         frames = read_subclips(path, self.fps, self.size)
         os.makedirs(self.directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, frames)
-            os.replace(tmp, entry)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_open(entry, "wb") as f:
+            np.save(f, frames)
         return frames
 
     def read(self, path: str, first: int, stop: int) -> np.ndarray:

@@ -20,8 +20,9 @@ In memory, second keys are ``int``; files store them as JSON strings.
 """
 import json
 import os
-import tempfile
 from typing import Any, Dict, List
+
+from ..utils.fileio import write_json_atomic
 
 TASKS = ("temporal", "spatio_temporal")
 
@@ -197,36 +198,6 @@ def seconds_to_segments(seconds) -> List[List[int]]:
         else:
             segs.append([t, t + 1])
     return segs
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    return obj
-
-
-def write_json_atomic(path: str, data: Any, indent=None) -> None:
-    """Write JSON so that a reader never sees a half-written file (temp file + rename)."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_jsonable(data), f, indent=indent)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_pairs(path: str, task: str, pairs: List[Dict[str, Any]], **extra) -> None:

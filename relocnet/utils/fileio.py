@@ -1,0 +1,155 @@
+"""Files that are never half-written, locks, and clean exits on SIGTERM: one helper for the package.
+
+- :func:`atomic_path` / :func:`atomic_open` write to ``.tmp-*`` next to the target, fsync it and
+  ``os.replace`` it into place only when the writer finished without an exception, so a reader
+  (and a later run) sees the old file or the new one, never a part. A kill -9 can leave the
+  ``.tmp-*`` file behind; it is never read and :func:`remove_stale_temps` sweeps it.
+- :func:`exclusive_lock` takes an ``fcntl.flock`` on a lock file; a second holder is refused with
+  :class:`LockedError` (what concurrent runs on one output or one cache entry get).
+- :func:`handle_termination` turns SIGTERM (and SIGHUP) into :class:`Terminated`, a
+  KeyboardInterrupt, so the ``finally`` blocks that remove temp files run as they do on Ctrl-C.
+"""
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import tempfile
+import time
+from typing import Any, Iterator, Optional
+
+__all__ = ["TMP_PREFIX", "LockedError", "Terminated", "atomic_path", "atomic_open",
+           "write_json_atomic", "exclusive_lock", "handle_termination", "remove_stale_temps",
+           "jsonable"]
+
+TMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
+    """Yield a temp path next to ``path``; on success it is fsynced and renamed to ``path``,
+    on any exception (also KeyboardInterrupt / Terminated) removed."""
+    path = os.path.abspath(os.fspath(path))
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.path.basename(path)}-",
+                               suffix=suffix or os.path.splitext(path)[1], dir=d)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        os.replace(tmp, path)
+        _fsync_dir(d)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "wb", encoding: Optional[str] = None):
+    """``open(path, mode)`` that replaces ``path`` only when the ``with`` block succeeds."""
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not 'w...'")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
+
+
+def _fsync_dir(d: str) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def jsonable(obj):
+    """Dicts with str keys, lists, and Python scalars (numpy / torch scalars via .item())."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "item"):
+        return obj.item()
+    return obj
+
+
+def write_json_atomic(path: str, data: Any, indent=None) -> None:
+    """Write JSON so that a reader never sees a half-written file (temp file + rename)."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        json.dump(jsonable(data), f, indent=indent)
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if needed) or raise LockedError
+    naming ``what``. The lock dies with the process, so a killed holder never blocks a later run;
+    the lock file is left in place (removing it would race with the next holder)."""
+    os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            raise LockedError(f"{what} is in use by another running process"
+                              + (f" (pid {holder})" if holder else "")) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM/SIGHUP (see :func:`handle_termination`)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+
+def handle_termination() -> None:
+    """Make SIGTERM and SIGHUP unwind the stack like Ctrl-C (cleanup code runs). Main thread only;
+    call it at the start of a long-running command."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_terminated)
+
+
+def remove_stale_temps(directory: str, older_than: float) -> int:
+    """Remove ``.tmp-*`` files under ``directory`` (not recursive) not modified for
+    ``older_than`` seconds: left-overs of killed writers. Returns how many were removed."""
+    removed, now = 0, time.time()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        p = os.path.join(directory, name)
+        try:
+            if name.startswith(TMP_PREFIX) and now - os.lstat(p).st_mtime > older_than:
+                os.remove(p)
+                removed += 1
+        except OSError:
+            pass
+    return removed
