@@ -4,13 +4,14 @@ import heapq
 import itertools
 import math
 from bisect import bisect_right, insort
+from collections import deque
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import av
 import cv2
 import numpy as np
 
-from .video_probe import (_EPS, _REORDER, VideoDecodeError, VideoInfo, _info, _mp4_problem,
+from .video_probe import (_EPS, _OVERTAKE, _REORDER, VideoDecodeError, VideoInfo, _info, _mp4_problem,
                           _open, _origin)
 
 
@@ -38,6 +39,7 @@ class _Decoder:
         self.corrupt = self.num_lost = self.decoded = 0
         self.events = 0  # signs of damage after the first keyframe (before it they are expected)
         self.packets_end = -math.inf  # latest pts + duration of the packets demuxed so far
+        self.overtaken: dict = {}  # pending pts -> pictures with a later pts that came out first
 
     def time(self, pts: int) -> float:
         return float((pts - self.origin) * self.tb)
@@ -50,9 +52,18 @@ class _Decoder:
         return i >= 0 and self.damage[i] >= keyseq
 
     def frames(self) -> Iterator[list]:
-        """[time, frame, seq, keyseq] in timestamp order."""
+        """[time, frame, seq, keyseq] in presentation order.
+
+        The decoder outputs pictures in presentation order; their timestamps are only labels.
+        Some files carry labels in another order than the pictures (AVI with packed B-frames:
+        each picture is labelled with the pts of the packet that released it), so the k-th
+        picture out of the decoder is shown at the k-th smallest timestamp, within a window of
+        _REORDER pictures. A timestamp that comes out after a later one was already used is
+        damage (``late``), as is a packet whose picture never comes out (``_lose``).
+        """
         pending: dict = {}  # pts -> (seq, keyseq, keyframe pts) of packets not decoded yet
-        heap: list = []
+        times: list = []  # min-heap of the timestamps of the pictures held back
+        held: deque = deque()  # [frame, seq, keyseq] of the pictures held back, in output order
         seq = keyseq = key_pts = 0
         last_t, released = -math.inf, -math.inf
         for packet in self.container.demux(self.stream):
@@ -65,45 +76,48 @@ class _Decoder:
                     self.packets_end = max(self.packets_end,
                                            self.time(packet.pts + (packet.duration or 0)))
                 if packet.is_corrupt:
-                    self.corrupt += 1
-                    self.events += keyseq > 0
-                    insort(self.damage, seq)
+                    self._damage(seq, keyseq)
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError as exc:
                 decoded = []
                 self.errors.append(exc.strerror or type(exc).__name__)
-                self.events += keyseq > 0
-                insort(self.damage, seq)  # exact when single-threaded
+                self._damage(seq, keyseq, corrupt=False)  # exact when single-threaded
             for frame in decoded:
                 self.decoded += 1
                 fseq, fkey = self._account(frame, pending, seq, keyseq)
                 last_t = self.time(frame.pts) if frame.pts is not None else last_t + 1 / self.fps
                 if frame.is_corrupt:
-                    self.corrupt += 1
-                    self.events += fkey > 0
-                    insort(self.damage, fseq)
-                heapq.heappush(heap, [last_t, self.decoded, frame, fseq, fkey])
-                while len(heap) > _REORDER:
-                    released = yield from self._release(heapq.heappop(heap), released)
-        while heap:
-            released = yield from self._release(heapq.heappop(heap), released)
+                    self._damage(fseq, fkey)
+                heapq.heappush(times, last_t)
+                held.append([frame, fseq, fkey])
+                while len(held) > _REORDER:
+                    released = yield from self._release(heapq.heappop(times), held.popleft(),
+                                                        released)
+        while held:
+            released = yield from self._release(heapq.heappop(times), held.popleft(), released)
         for pts, entry in pending.items():  # sent but never decoded
             self._lose(pts, entry)
 
-    def _release(self, item: list, released: float):
-        if item[0] > released:
-            yield [item[0], item[2], item[3], item[4]]
-            return item[0]
-        if item[0] < released:  # came out after a later frame was already used
-            self.late.append(item[0])
+    def _damage(self, seq: int, keyseq: int, corrupt: bool = True) -> None:
+        self.corrupt += corrupt
+        self.events += keyseq > 0
+        insort(self.damage, seq)
+
+    def _release(self, t: float, item: list, released: float):
+        if t > released:
+            yield [t, item[0], item[1], item[2]]
+            return t
+        if t < released:  # a timestamp that came out after a later one was already used
+            self.late.append(t)
             self.events += 1
-            insort(self.damage, item[3])
+            insort(self.damage, item[1])
         return released
 
     def _lose(self, pts: int, entry: tuple) -> None:
         """A picture that never came out. Leading pictures of an open GOP (shown before their
         keyframe, undecodable after a seek) spoil only their own display time."""
+        self.overtaken.pop(pts, None)
         insort(self.lost, self.time(pts))
         if entry[2] is None or pts >= entry[2]:
             self.num_lost += 1
@@ -111,12 +125,16 @@ class _Decoder:
             insort(self.damage, entry[0])
 
     def _account(self, frame, pending: dict, seq: int, keyseq: int) -> Tuple[int, int]:
-        """(seq, keyseq) of the frame's packet; packets with earlier pts still pending are lost."""
+        """(seq, keyseq) of the frame's packet. A packet with an earlier pts still pending is
+        lost once more than _OVERTAKE later pictures came out before it (the decoder reorders
+        by itself; labels of packed B-frames trail by one picture)."""
         if frame.pts is None:
             return seq, keyseq
         fseq, fkey, _ = pending.pop(frame.pts, (seq, keyseq, None))
         for q in [q for q in pending if q < frame.pts]:
-            self._lose(q, pending.pop(q))
+            self.overtaken[q] = self.overtaken.get(q, 0) + 1
+            if self.overtaken[q] > _OVERTAKE:
+                self._lose(q, pending.pop(q))
         return fseq, fkey
 
 
