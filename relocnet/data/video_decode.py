@@ -3,6 +3,7 @@ requested times, and the evidence of damage (see the module docstring of relocne
 import heapq
 import itertools
 import math
+import os
 from bisect import bisect_right, insort
 from collections import deque
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -40,6 +41,7 @@ class _Decoder:
         self.events = 0  # signs of damage after the first keyframe (before it they are expected)
         self.packets_end = -math.inf  # latest pts + duration of the packets demuxed so far
         self.overtaken: dict = {}  # pending pts -> pictures with a later pts that came out first
+        self.cut_packet = _ends_mid_packet(container)  # an MPEG-TS file cut inside a packet
 
     def time(self, pts: int) -> float:
         return float((pts - self.origin) * self.tb)
@@ -94,6 +96,8 @@ class _Decoder:
                 while len(held) > _REORDER:
                     released = yield from self._release(heapq.heappop(times), held.popleft(),
                                                         released)
+        if self.cut_packet and seq:  # the last packet is incomplete: it and what it predicts
+            self._damage(seq, keyseq, corrupt=False)
         while held:
             released = yield from self._release(heapq.heappop(times), held.popleft(), released)
         for pts, entry in pending.items():  # sent but never decoded
@@ -136,6 +140,18 @@ class _Decoder:
             if self.overtaken[q] > _OVERTAKE:
                 self._lose(q, pending.pop(q))
         return fseq, fkey
+
+
+def _ends_mid_packet(container) -> bool:
+    """True for an MPEG-TS file whose size is no whole number of 188/192/204-byte packets:
+    it was cut short (the format has no header that states its length)."""
+    if container.format.name != "mpegts":
+        return False
+    try:
+        size = os.path.getsize(container.name)
+    except (OSError, TypeError):
+        return False
+    return all(size % n for n in (188, 192, 204))
 
 
 def _rgb(frame, size: Optional[Tuple[int, int]]) -> np.ndarray:
@@ -237,6 +253,10 @@ def _sample(path: str, plan, size, threaded: bool, skip: int = 0
             yield from emit(None)
         end = start + n / fps
         bad.update(int(math.floor(t)) for t in dec.late if start <= t < end)
+        if dec.cut_packet and end + 1.0 >= info.duration:  # the request reaches the cut
+            bad.add(int(math.floor(info.duration)))
+            if threaded:
+                raise _Damaged()
         if bad:
             raise _damage_error(path, info, dec, sorted(bad), state)
     finally:
@@ -246,7 +266,8 @@ def _sample(path: str, plan, size, threaded: bool, skip: int = 0
 def _damage_error(path: str, info: VideoInfo, dec: _Decoder, bad: List[int],
                   state: dict) -> VideoDecodeError:
     if dec.decoded == 0:
-        return VideoDecodeError(path, "no decodable frames", bad)
+        return VideoDecodeError(path, f"no decodable frames: seconds {_seconds_text(bad)} could "
+                                      "not be decoded", bad)
     truncated_at, gap_after = state["truncated_at"], state.get("gap_after")
     reasons = [_mp4_problem(path),
                gap_after is not None and f"frames skipped after {gap_after:.2f} s",
@@ -255,7 +276,8 @@ def _damage_error(path: str, info: VideoInfo, dec: _Decoder, bad: List[int],
                dec.errors and f"decoder errors: {len(dec.errors)}, e.g. '{dec.errors[0]}'",
                dec.num_lost and f"frames missing: {dec.num_lost}",
                dec.corrupt and f"packets/frames flagged corrupt: {dec.corrupt}",
-               dec.late and "frames out of order"]
+               dec.late and "frames out of order",
+               dec.cut_packet and "the file ends inside a transport-stream packet (cut short)"]
     head = "damaged" if truncated_at is None else "truncated"
     detail = "; ".join(r for r in reasons if r)
     return VideoDecodeError(path, f"{head}: seconds {_seconds_text(bad)} could not be decoded"
