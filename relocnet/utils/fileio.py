@@ -3,10 +3,11 @@
 - :func:`atomic_path` / :func:`atomic_open` write to ``.tmp-*`` next to the target, fsync it and
   ``os.replace`` it into place only when the writer finished without an exception, so a reader
   (and a later run) sees the old file or the new one, never a part. A kill -9 can leave the
-  ``.tmp-*`` file behind; it is never read and :func:`remove_stale_temps` sweeps it.
+  ``.tmp-*`` file behind; it is never read. Writers that take long hold a ``flock`` on their
+  temp file, so :func:`abandoned` tells a dead writer's left-over from a live one.
 - :func:`exclusive_lock` takes an ``fcntl.flock`` on a lock file; a second holder is refused with
   :class:`LockedError` (what concurrent runs on one output or one cache entry get).
-- :func:`handle_termination` turns SIGTERM (and SIGHUP) into :class:`Terminated`, a
+- :func:`terminate_as_interrupt` turns SIGTERM (and SIGHUP) into :class:`Terminated`, a
   KeyboardInterrupt, so the ``finally`` blocks that remove temp files run as they do on Ctrl-C.
 """
 import contextlib
@@ -16,11 +17,11 @@ import json
 import os
 import signal
 import tempfile
-import time
+import threading
 from typing import Any, Iterator, Optional
 
 __all__ = ["TMP_PREFIX", "LockedError", "Terminated", "atomic_path", "atomic_open",
-           "write_json_atomic", "exclusive_lock", "handle_termination", "remove_stale_temps",
+           "write_json_atomic", "exclusive_lock", "terminate_as_interrupt", "abandoned",
            "jsonable"]
 
 TMP_PREFIX = ".tmp-"
@@ -100,56 +101,72 @@ class LockedError(RuntimeError):
 
 @contextlib.contextmanager
 def exclusive_lock(lock_path: str, what: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (created if needed) or raise LockedError
-    naming ``what``. The lock dies with the process, so a killed holder never blocks a later run;
-    the lock file is left in place (removing it would race with the next holder)."""
+    """Hold an exclusive ``flock`` on ``lock_path`` (created, and removed on release) or raise
+    LockedError naming ``what``. The lock dies with its process, so a killed holder never
+    blocks a later run (its left-over lock file is simply locked again)."""
     os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
             raise LockedError(f"{what} is in use by another running process"
                               + (f" (pid {holder})" if holder else "")) from None
+        try:  # the file we locked may have been removed by its previous holder meanwhile
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            os.remove(lock_path)
         os.close(fd)  # releases the lock
 
 
 class Terminated(KeyboardInterrupt):
-    """Raised in the main thread on SIGTERM/SIGHUP (see :func:`handle_termination`)."""
+    """Raised in the main thread on SIGTERM/SIGHUP (see :func:`terminate_as_interrupt`)."""
 
 
 def _raise_terminated(signum, frame):
     raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
 
 
-def handle_termination() -> None:
-    """Make SIGTERM and SIGHUP unwind the stack like Ctrl-C (cleanup code runs). Main thread only;
-    call it at the start of a long-running command."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_terminated)
-
-
-def remove_stale_temps(directory: str, older_than: float) -> int:
-    """Remove ``.tmp-*`` files under ``directory`` (not recursive) not modified for
-    ``older_than`` seconds: left-overs of killed writers. Returns how many were removed."""
-    removed, now = 0, time.time()
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP unwind the stack like Ctrl-C (cleanup code runs);
+    the previous handlers come back afterwards. A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGTERM, signal.SIGHUP)
+    previous = [signal.signal(sig, _raise_terminated) for sig in sigs]
     try:
-        names = os.listdir(directory)
+        yield
+    finally:
+        for sig, handler in zip(sigs, previous):
+            signal.signal(sig, handler)
+
+
+def abandoned(path: str) -> bool:
+    """True if nobody holds a ``flock`` on ``path``: a temp file whose writer (which locks it
+    while writing, see FeatureCache) has died. False while a live writer holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return 0
-    for name in names:
-        p = os.path.join(directory, name)
-        try:
-            if name.startswith(TMP_PREFIX) and now - os.lstat(p).st_mtime > older_than:
-                os.remove(p)
-                removed += 1
-        except OSError:
-            pass
-    return removed
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
