@@ -18,11 +18,11 @@ file's directory unless absolute. Ground-truth ``segments`` lie inside the refer
 
 In memory, second keys are ``int``; files store them as JSON strings.
 """
-import json
+import math
 import os
 from typing import Any, Dict, List
 
-from ..utils.fileio import write_json_atomic
+from ..utils.fileio import read_json, write_json_atomic
 
 TASKS = ("temporal", "spatio_temporal")
 
@@ -39,8 +39,8 @@ def _fail(path: str, where: str, problem: str):
 
 
 def _number(path, where, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(path, where, f"expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(path, where, f"expected a finite number, got {value!r}")
     return float(value)
 
 
@@ -91,7 +91,7 @@ def _span(path, where, d, require_boxes: bool) -> Dict[str, Any]:
             t = _second_key(path, f"{where}.boxes", key)
             if not (start - 1 < t < end):
                 _fail(path, f"{where}.boxes[{key}]", f"second {t} lies outside [{start}, {end}]")
-            if box and isinstance(box[0], (list, tuple)):  # D >= 1 query objects
+            if isinstance(box, list) and box and isinstance(box[0], (list, tuple)):  # D >= 1
                 parsed[t] = [_box(path, f"{where}.boxes[{key}]", b) for b in box]
             else:
                 parsed[t] = _box(path, f"{where}.boxes[{key}]", box)
@@ -172,14 +172,7 @@ def validate_pairs(data: Any, path: str = "<pairs>") -> Dict[str, Any]:
 
 def load_pairs(path: str) -> Dict[str, Any]:
     """Read and validate a pair file. Raises PairFileError with the file name on any problem."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise PairFileError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PairFileError(f"{path}: not valid JSON ({e})") from None
-    return validate_pairs(data, path)
+    return validate_pairs(read_json(path, PairFileError), path)
 
 
 def resolve_video(pair_file: str, video: str) -> str:

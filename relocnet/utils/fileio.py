@@ -21,7 +21,7 @@ import threading
 from typing import Any, Iterator, Optional
 
 __all__ = ["TMP_PREFIX", "LockedError", "Terminated", "atomic_path", "atomic_open",
-           "write_json_atomic", "exclusive_lock", "terminate_as_interrupt", "abandoned",
+           "write_json_atomic", "read_json", "exclusive_lock", "terminate_as_interrupt", "abandoned",
            "jsonable"]
 
 TMP_PREFIX = ".tmp-"
@@ -76,6 +76,26 @@ def _fsync_dir(d: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_json(path: str, error: type, **kwargs) -> Any:
+    """Parsed JSON of ``path``, or ``error`` with one line naming the file: not found, a
+    directory, not UTF-8, not valid JSON or nested too deeply (NaN and Infinity parse: the
+    format's validator rejects them where a finite number is due).
+    ``kwargs`` go to ``json.load`` (an ``object_pairs_hook`` may raise ``error`` itself)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f, **kwargs)
+    except error:
+        raise
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not a JSON file") from None
+    except RecursionError:
+        raise error(f"{path}: not valid JSON (nested too deeply)") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({' '.join(str(e).split())})") from None
 
 
 def jsonable(obj):
