@@ -4,6 +4,7 @@ written atomically and a damaged one is an error naming it. A tiny temporal mode
 iterations, labelled pairs and a self-supervised video folder."""
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -111,3 +112,30 @@ def test_checkpoints_are_atomic_and_a_damaged_one_is_named(data, tmp_path, monke
     final.write_bytes(good[: len(good) // 2])  # e.g. written by an older, non-atomic version
     with pytest.raises(CheckpointError, match="model_final.pth cannot be read"):
         Trainer(cfg).resume_or_load(resume=True)
+
+
+def test_cache_frames_fills_pairs_and_video_folders(data, tmp_path, capsys):
+    """tools/cache_frames.py on a config whose DATASETS.TRAIN mixes labelled pairs and a
+    video folder (the self-supervised records have no 'query': KeyError before)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "relocnet_tools_cache_frames", os.path.join(os.path.dirname(__file__), "..", "tools",
+                                                    "cache_frames.py"))
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool  # the pool's (forked) workers unpickle its functions by name
+    spec.loader.exec_module(tool)
+    cache = tmp_path / "frames"
+    argv = ["--config-file", "configs/synthreloc/relocnet_R18-L3D_cpu_synthreloc_temporal.yaml",
+            "--workers", "1", "DATASETS.TRAIN", '("test_train_pairs", "test_train_folder")',
+            "DATASETS.TEST", "()", "INPUT.VIDEO.DECODE_CACHE", str(cache)]
+    assert tool.main(argv) == 0
+    assert "4 videos at" in capsys.readouterr().out  # q, r and the folder's two
+    assert len([f for f in os.listdir(cache) if f.endswith(".npy")]) == 4
+    good = (data / "q.mp4").read_bytes()
+    (data / "q.mp4").write_bytes(b"not a video")  # one bad video: named, the others cached
+    try:
+        assert tool.main(argv) == 1
+    finally:
+        (data / "q.mp4").write_bytes(good)
+    assert "q.mp4: not a video" in capsys.readouterr().err
