@@ -170,6 +170,7 @@ class CorpusFile:
 def build(root: str) -> Dict[str, CorpusFile]:
     """Write the whole corpus under ``root``; {name: CorpusFile}."""
     files: Dict[str, CorpusFile] = {}
+    os.makedirs(root, exist_ok=True)
     for container, (_, ext, codecs) in CONTAINERS.items():
         for codec in codecs:
             stem = os.path.join(root, f"{codec}_{container}")
