@@ -156,3 +156,30 @@ def test_sigterm_leaves_no_temp_files(env, tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated by signal SIGTERM" in stderr, stderr
     assert not out.exists() and not list(tmp_path.glob("out.*")) and not os.listdir(cache)
+
+
+def test_a_result_written_before_manifests_is_still_replaced(env, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(capsys, _argv(env, out))[0] == 0
+    os.remove(out / ".relocnet-output.json")  # as an older relocnet left it
+    assert run(capsys, _argv(env, out))[0] == 0
+    os.remove(out / ".relocnet-output.json")
+    (out / "notes.txt").write_text("mine")
+    rc, _, err = run(capsys, _argv(env, out))
+    assert "notes.txt" in _one_error(rc, err) and (out / "notes.txt").read_text() == "mine"
+
+
+def test_two_writers_of_one_cache_entry(tmp_path):
+    """Two runs computing the same reference at once: each writes its own temp file, the entry
+    is whole whichever commits last, and a reader holding the older one reads it to the end."""
+    cache = FeatureCache(str(tmp_path))
+    a, b = _entry(cache, "k" * 64), _entry(cache, "k" * 64)
+    a.commit()
+    entry = cache.lookup("k" * 64)
+    chunks = entry.chunks()
+    first = next(chunks)
+    b.commit()  # replaces the file the reader has open
+    assert [c["features"][0, 0] for c in [first, *chunks]] == [0, 1, 2]
+    again = cache.lookup("k" * 64)
+    assert again is not None and [c["features"][0, 0] for c in again.chunks()] == [0, 1, 2]
+    assert sorted(os.listdir(tmp_path)) == ["k" * 64 + ".rfc"]

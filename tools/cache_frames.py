@@ -62,9 +62,8 @@ def main(argv=None) -> int:
         return 2
     videos = dataset_videos((*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST))
     t0, failed = time.perf_counter(), []
-    # the workers are forked before SIGTERM is turned into an exception in this process only
-    with multiprocessing.Pool(args.workers, _init, (v.DECODE_CACHE, v.FPS, (v.HEIGHT, v.WIDTH))
-                              ) as pool, terminate_as_interrupt():
+    with terminate_as_interrupt(), multiprocessing.Pool(
+            args.workers, _init, (v.DECODE_CACHE, v.FPS, (v.HEIGHT, v.WIDTH))) as pool:
         for i, (_, problem) in enumerate(pool.imap_unordered(_decode, videos), 1):
             if problem:
                 failed.append(problem)

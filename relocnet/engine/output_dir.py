@@ -4,7 +4,8 @@ A run writes into ``<out>.tmp-*`` (next to ``<out>``) and, when everything succe
 ``MANIFEST`` (every file it wrote, with its size) and renames the directory to ``<out>``.
 ``<out>`` may exist only when it is empty or holds exactly the files of its manifest: a
 directory with any other file (a user's notes, a ``results.json`` of someone else) is refused,
-and replacing an old result removes only the files its manifest lists. One run at a time may
+and replacing an old result removes only the files its manifest lists (a result written before
+manifests existed counts as one when every file in it is listed in its ``results.json``). One run at a time may
 write ``<out>``: the run holds a lock (``.<out>.lock`` next to it) from start to publish, and a
 second run is refused at once. Left-overs of killed runs (``<out>.tmp-*`` / ``<out>.old-*`` with
 a manifest-in-progress) are removed by the next run that holds the lock.
@@ -45,10 +46,26 @@ def _manifest(root: str):
         return None
 
 
+def _legacy_files(root: str) -> List[str]:
+    """What a result written before manifests holds, from its results.json ([] if none)."""
+    try:
+        with open(os.path.join(root, "results.json"), encoding="utf-8") as f:
+            res = json.load(f)
+        files = res["files"]
+        if "relocnet_version" not in res:
+            return []
+        listed = [files["report"], files["timeline"], "results.json"]
+        listed += [p for ps in files["keyframes"].values() for p in ps]
+        return listed + list(files["segments"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
 def _foreign_files(path: str) -> List[str]:
-    """Files in the existing directory ``path`` that no relocnet manifest there accounts for."""
+    """Files in the existing directory ``path`` that no relocnet manifest there accounts for
+    (a result written before manifests: its results.json lists them)."""
     manifest = _manifest(path)
-    owned = set(manifest["files"]) | {MANIFEST} if manifest else set()
+    owned = set(manifest["files"]) | {MANIFEST} if manifest else set(_legacy_files(path))
     return [f for f in _files(path) if f not in owned]
 
 
@@ -116,7 +133,7 @@ def publish(tmp: str, path: str) -> None:
 
 
 def _remove_owned(old: str) -> None:
-    manifest = _manifest(old) or {"files": {}}
+    manifest = _manifest(old) or {"files": _legacy_files(old)}
     for f in [*manifest["files"], MANIFEST]:
         with contextlib.suppress(OSError):
             os.remove(os.path.join(old, f))

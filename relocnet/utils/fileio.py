@@ -156,18 +156,27 @@ class Terminated(KeyboardInterrupt):
     """Raised in the main thread on SIGTERM/SIGHUP (see :func:`terminate_as_interrupt`)."""
 
 
+_OWNER = [0]  # the process that turned SIGTERM into Terminated
+
+
 def _raise_terminated(signum, frame):
+    if os.getpid() != _OWNER[0]:  # a forked worker: die of the signal, as it would have
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
 
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """While inside, SIGTERM and SIGHUP unwind the stack like Ctrl-C (cleanup code runs);
-    the previous handlers come back afterwards. A no-op outside the main thread."""
+    the previous handlers come back afterwards. Worker processes forked meanwhile still die
+    of the signal. A no-op outside the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     sigs = (signal.SIGTERM, signal.SIGHUP)
+    _OWNER[0] = os.getpid()
     previous = [signal.signal(sig, _raise_terminated) for sig in sigs]
     try:
         yield
