@@ -14,6 +14,7 @@ from relocnet.data.pairs import save_pairs
 from relocnet.data.self_supervised import register_video_folder
 from relocnet.engine import Trainer
 from relocnet.engine.resumable import CheckpointError
+from relocnet.utils.fileio import LockedError, exclusive_lock
 from test_relocalize import make_video, tiny_cfg
 
 ITERS = 6
@@ -109,6 +110,9 @@ def test_checkpoints_are_atomic_and_a_damaged_one_is_named(data, tmp_path, monke
         with pytest.raises(KeyboardInterrupt):
             trainer.checkpointer.save("model_final")
     assert final.read_bytes() == good and not list((tmp_path / "a").glob(".tmp-*"))
+    with exclusive_lock(str(tmp_path / "a" / ".train.lock"), "the other run"):
+        with pytest.raises(LockedError, match="in use by another running process"):
+            trainer.train()  # a second run on one OUTPUT_DIR is refused before it writes
     final.write_bytes(good[: len(good) // 2])  # e.g. written by an older, non-atomic version
     with pytest.raises(CheckpointError, match="model_final.pth cannot be read"):
         Trainer(cfg).resume_or_load(resume=True)

@@ -27,7 +27,7 @@ import relocnet  # noqa: F401  (registers models and datasets)
 from relocnet.data.self_supervised import register_video_folder
 from relocnet.engine import Trainer, setup_cfg
 from relocnet.engine.resumable import CheckpointError
-from relocnet.utils.fileio import terminate_as_interrupt
+from relocnet.utils.fileio import LockedError, terminate_as_interrupt
 
 
 def video_folder_datasets(folders):
@@ -61,7 +61,10 @@ def main(args):
     except CheckpointError as exc:
         sys.exit(f"train_net.py: error: {exc}")
     with terminate_as_interrupt():  # SIGTERM: temp files of a checkpoint being written go away
-        return trainer.train()
+        try:
+            return trainer.train()
+        except LockedError as exc:
+            sys.exit(f"train_net.py: error: {exc}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from ..data.mapper import RelocPairMapper
 from ..data.self_supervised import SelfSupervisedPairMapper
 from ..evaluation import build_reloc_evaluator
+from ..utils.fileio import exclusive_lock
 from .resumable import (AtomicCheckpointer, PositionedPairs, PositionSampler, SeedEachIteration,
-                        derived_seed, reopen_json_writers, resolve_seed, trim_metrics)
+                        atomic_writers, derived_seed, resolve_seed, trim_metrics)
 
 __all__ = ["Trainer"]
 
@@ -91,9 +92,21 @@ class Trainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
         _, sampler = self._trainer.data_loader.positions
         sampler.start = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH
-        if comm.is_main_process() and self.start_iter > 0:
-            trim_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
-            reopen_json_writers(self._hooks)
+
+    def train(self):
+        """DefaultTrainer.train, holding OUTPUT_DIR/.train.lock: a second run on the same
+        OUTPUT_DIR is refused (LockedError) before it writes anything."""
+        if not comm.is_main_process():
+            return super().train()
+        out = self.cfg.OUTPUT_DIR
+        os.makedirs(out, exist_ok=True)
+        with exclusive_lock(os.path.join(out, ".train.lock"), f"OUTPUT_DIR {out}"):
+            if self.start_iter > 0:
+                trim_metrics(os.path.join(out, "metrics.json"), self.start_iter)
+            return super().train()
+
+    def build_writers(self):
+        return atomic_writers(super().build_writers())
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
