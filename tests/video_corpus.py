@@ -60,7 +60,7 @@ def _codec_context(codec: str, time_base: Fraction):
     if codec == "h264":  # B-frames (pyramid) and open GOPs
         ctx.options = {"crf": "16", "bf": "3", "x264-params": "open-gop=1:keyint=12:min-keyint=12"}
     elif codec == "mpeg4":
-        ctx.max_b_frames, ctx.options = 1, {"qscale": "3"}
+        ctx.max_b_frames, ctx.options = 2, {"qscale": "3"}  # Xvid's default
         ctx.qmin = ctx.qmax = 3
     elif codec == "vp9":
         ctx.options = {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8",
@@ -98,9 +98,10 @@ def _nvop(bframe: bytes) -> bytes:
 
 
 def pack_bframes(packets) -> List[Tuple[bytes, bool]]:
-    """MPEG-4 Part 2 packets in decode order -> the packed bitstream of Xvid/DivX AVIs: each
-    reference VOP travels with the B-VOPs that follow it in one chunk, and each B-VOP's own slot
-    holds an N-VOP; the user data says 'DivX503b1393p' as Xvid's packed mode writes it."""
+    """MPEG-4 Part 2 packets in decode order -> the packed bitstream of Xvid/DivX AVIs: a
+    reference VOP travels with the first B-VOP after it in one chunk, the next B-VOPs move one
+    slot earlier and the group's last slot holds an N-VOP (a placeholder), so every chunk is
+    one frame time; the user data says 'DivX503b1393p' as Xvid's packed mode writes it."""
     out, i = [], 0
     while i < len(packets):
         data, pts, _, key = packets[i]
@@ -108,8 +109,10 @@ def pack_bframes(packets) -> List[Tuple[bytes, bool]]:
         bs = []
         while i + 1 + len(bs) < len(packets) and packets[i + 1 + len(bs)][1] < pts:
             bs.append(packets[i + 1 + len(bs)][0])
-        out.append((data + b"".join(bs), key))
-        out += [(_nvop(b), False) for b in bs]
+        if bs:
+            out += [(data + bs[0], key), *[(b, False) for b in bs[1:]], (_nvop(bs[-1]), False)]
+        else:
+            out.append((data, key))
         i += 1 + len(bs)
     return out
 
