@@ -40,7 +40,9 @@ Not detected: corruption the decoder accepts without error or flag (e.g. flipped
 residual data), holes shorter than the tolerance that an MKV/TS demuxer skips silently, and
 an MPEG-TS cut exactly at a packet boundary (the format states no length). AVI has no
 presentation times: with B-frames FFmpeg starts its clock one frame late (frame k shows at
-(k + 1) / fps). Damage is judged at the
+(k + 1) / fps). After a seek, pictures that the decoder drops before its first output are
+leading pictures (open GOP; in packed AVI the B-frames before the keyframe), not damage; in a
+packed AVI the first sample after a seek may therefore show the keyframe one frame early. Damage is judged at the
 requested samples: at a low fps, a damaged frame that no sample shows is not reported.
 Falsely reported: a variable-frame-rate MKV/WebM/TS holding one frame longer than the
 tolerance (those containers cannot tell a hold from a skipped hole); remux it to MP4

@@ -41,6 +41,7 @@ class _Decoder:
         self.events = 0  # signs of damage after the first keyframe (before it they are expected)
         self.packets_end = -math.inf  # latest pts + duration of the packets demuxed so far
         self.overtaken: dict = {}  # pending pts -> pictures with a later pts that came out first
+        self.seeked = False  # decoding started at a seek (leading pictures may be dropped)
         self.cut_packet = _ends_mid_packet(container)  # an MPEG-TS file cut inside a packet
 
     def time(self, pts: int) -> float:
@@ -48,6 +49,7 @@ class _Decoder:
 
     def seek(self, seconds: float) -> None:
         self.container.seek(self.origin + int(seconds / self.tb), stream=self.stream)
+        self.seeked = True
 
     def spoiled(self, seq: int, keyseq: int) -> bool:
         i = bisect_right(self.damage, seq) - 1
@@ -63,7 +65,7 @@ class _Decoder:
         _REORDER pictures. A timestamp that comes out after a later one was already used is
         damage (``late``), as is a packet whose picture never comes out (``_lose``).
         """
-        pending: dict = {}  # pts -> (seq, keyseq, keyframe pts) of packets not decoded yet
+        pending: dict = {}  # pts -> (seq, keyseq, keyframe pts, sent before any picture came out)
         times: list = []  # min-heap of the timestamps of the pictures held back
         held: deque = deque()  # [frame, seq, keyseq] of the pictures held back, in output order
         seq = keyseq = key_pts = 0
@@ -74,7 +76,7 @@ class _Decoder:
                 if packet.is_keyframe:
                     keyseq, key_pts = seq, packet.pts
                 if packet.pts is not None and not packet.is_discard:
-                    pending[packet.pts] = (seq, keyseq, key_pts)
+                    pending[packet.pts] = (seq, keyseq, key_pts, self.decoded == 0)
                     self.packets_end = max(self.packets_end,
                                            self.time(packet.pts + (packet.duration or 0)))
                 if packet.is_corrupt:
@@ -120,8 +122,12 @@ class _Decoder:
 
     def _lose(self, pts: int, entry: tuple) -> None:
         """A picture that never came out. Leading pictures of an open GOP (shown before their
-        keyframe, undecodable after a seek) spoil only their own display time."""
+        keyframe, undecodable after a seek) spoil only their own display time; after a seek,
+        pictures of packets sent before the decoder gave its first picture are leading pictures
+        whatever their label (packed B-frames label them with later packets' pts): not damage."""
         self.overtaken.pop(pts, None)
+        if self.seeked and entry[3]:
+            return
         insort(self.lost, self.time(pts))
         if entry[2] is None or pts >= entry[2]:
             self.num_lost += 1
@@ -134,7 +140,7 @@ class _Decoder:
         by itself; labels of packed B-frames trail by one picture)."""
         if frame.pts is None:
             return seq, keyseq
-        fseq, fkey, _ = pending.pop(frame.pts, (seq, keyseq, None))
+        fseq, fkey, _, _ = pending.pop(frame.pts, (seq, keyseq, None, False))
         for q in [q for q in pending if q < frame.pts]:
             self.overtaken[q] = self.overtaken.get(q, 0) + 1
             if self.overtaken[q] > _OVERTAKE:
