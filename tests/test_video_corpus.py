@@ -108,3 +108,14 @@ def test_reading_from_a_later_start_shows_the_same_frames(corpus):
             want = full[round(start * vc.FPS):]
             assert len(got) == len(want) and got[1:] == want[1:], (name, start)
             assert got[0] - want[0] in ((0, 1) if f.container == "avi" else (0,)), (name, start)
+
+
+def test_transport_stream_packets_lost_in_the_middle_are_found(corpus):
+    """FFmpeg resynchronizes after overwritten TS packets and the decoder conceals the loss;
+    the continuity counters tell."""
+    for name in ("h264_ts_overwritten.ts", "mpeg4_ts_overwritten.ts"):
+        with pytest.raises(VideoDecodeError, match="transport-stream packets lost") as err:
+            _indices(corpus[name].path)
+        assert 1 in err.value.bad_seconds and 0 not in err.value.bad_seconds
+    for name in ("h264_ts.ts", "h264_ts_vfr.ts", "mpeg4_ts.ts"):
+        _indices(corpus[name].path)  # no false alarm

@@ -161,6 +161,13 @@ def broken_index(data: bytes, container: str) -> Optional[bytes]:
     return data[:at] + junk + data[at + len(junk):]
 
 
+def middle_packet(path: str) -> int:
+    """Byte position of the video packet in the middle of the file's frame data."""
+    with av.open(path) as c:
+        pos = [p.pos for p in c.demux(c.streams.video[0]) if p.size and p.pos is not None]
+    return pos[len(pos) // 2] + 8
+
+
 @dataclass
 class CorpusFile:
     path: str
@@ -189,7 +196,7 @@ def build(root: str) -> Dict[str, CorpusFile]:
             data = open(clean, "rb").read()
             for cut in CUTS:
                 add(f"cut{int(cut * 100)}", data[:int(len(data) * cut)])
-            mid, span = len(data) // 2, max(64, len(data) // 20)
+            mid, span = middle_packet(clean), max(64, len(data) // 20)
             junk = np.random.default_rng(0).integers(0, 256, span, np.uint8).tobytes()
             add("overwritten", data[:mid] + junk + data[mid + span:])
             index = broken_index(data, container)

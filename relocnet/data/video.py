@@ -26,7 +26,9 @@ single-threaded so that errors are pinned to their packets. A sample is bad when
   such errors and outputs plausible pictures; we do not trust them;
 - no frame covers it: the stream ends before the container's duration (truncation), or, in
   containers without a per-frame index (MKV, WebM, TS), no frame for max(2 frame intervals,
-  0.5 s). MP4/MOV index every frame, so a long hold there is a real variable-frame-rate hold
+  0.5 s);
+- in MPEG-TS, its packet follows lost transport packets (a continuity-counter jump or a lost
+  sync byte, ``relocnet/data/video_ts.py``): FFmpeg resynchronizes and conceals such holes. MP4/MOV index every frame, so a long hold there is a real variable-frame-rate hold
   (missing frames show up as packets without pictures instead).
 
 The decoder outputs pictures in presentation order; timestamps only label them: the k-th picture
@@ -37,7 +39,7 @@ is reported as truncation; an MPEG-TS file whose size is not a whole number of t
 was cut short, and a request that reaches its end reports the last second as bad.
 
 Not detected: corruption the decoder accepts without error or flag (e.g. flipped bits in
-residual data), holes shorter than the tolerance that an MKV/TS demuxer skips silently, and
+residual data), holes shorter than the tolerance that an MKV/WebM demuxer skips silently, and
 an MPEG-TS cut exactly at a packet boundary (the format states no length). AVI has no
 presentation times: with B-frames FFmpeg starts its clock one frame late (frame k shows at
 (k + 1) / fps). After a seek, pictures that the decoder drops before its first output are

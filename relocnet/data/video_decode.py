@@ -3,7 +3,6 @@ requested times, and the evidence of damage (see the module docstring of relocne
 import heapq
 import itertools
 import math
-import os
 from bisect import bisect_right, insort
 from collections import deque
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -12,6 +11,7 @@ import av
 import cv2
 import numpy as np
 
+from .video_ts import ends_mid_packet, ts_breaks
 from .video_probe import (_EPS, _OVERTAKE, _REORDER, VideoDecodeError, VideoInfo, _info, _mp4_problem,
                           _open, _origin)
 
@@ -42,7 +42,10 @@ class _Decoder:
         self.packets_end = -math.inf  # latest pts + duration of the packets demuxed so far
         self.overtaken: dict = {}  # pending pts -> pictures with a later pts that came out first
         self.seeked = False  # decoding started at a seek (leading pictures may be dropped)
-        self.cut_packet = _ends_mid_packet(container)  # an MPEG-TS file cut inside a packet
+        self.cut_packet = ends_mid_packet(container)  # an MPEG-TS file cut inside a packet
+        self.ts_breaks = (ts_breaks(container.name, stream.id)  # bytes where TS packets were lost
+                          if container.format.name == "mpegts" else [])
+        self.ts_lost = 0
 
     def time(self, pts: int) -> float:
         return float((pts - self.origin) * self.tb)
@@ -71,6 +74,8 @@ class _Decoder:
         seq = keyseq = key_pts = 0
         last_t, released = -math.inf, -math.inf
         for packet in self.container.demux(self.stream):
+            if packet.size and self.ts_breaks and packet.pos is not None:
+                self._ts_loss(packet.pos, seq or 1, keyseq)
             if packet.size:
                 seq += 1
                 if packet.is_keyframe:
@@ -98,12 +103,20 @@ class _Decoder:
                 while len(held) > _REORDER:
                     released = yield from self._release(heapq.heappop(times), held.popleft(),
                                                         released)
+        self._ts_loss(math.inf, seq, keyseq)
         if self.cut_packet and seq:  # the last packet is incomplete: it and what it predicts
             self._damage(seq, keyseq, corrupt=False)
         while held:
             released = yield from self._release(heapq.heappop(times), held.popleft(), released)
         for pts, entry in pending.items():  # sent but never decoded
             self._lose(pts, entry)
+
+    def _ts_loss(self, pos: float, seq: int, keyseq: int) -> None:
+        """TS packets lost before byte ``pos`` belonged to the packet demuxed last (``seq``)."""
+        while self.ts_breaks and self.ts_breaks[0] < pos:
+            self.ts_breaks.pop(0)
+            self.ts_lost += 1
+            self._damage(seq, keyseq, corrupt=False)
 
     def _damage(self, seq: int, keyseq: int, corrupt: bool = True) -> None:
         self.corrupt += corrupt
@@ -146,18 +159,6 @@ class _Decoder:
             if self.overtaken[q] > _OVERTAKE:
                 self._lose(q, pending.pop(q))
         return fseq, fkey
-
-
-def _ends_mid_packet(container) -> bool:
-    """True for an MPEG-TS file whose size is no whole number of 188/192/204-byte packets:
-    it was cut short (the format has no header that states its length)."""
-    if container.format.name != "mpegts":
-        return False
-    try:
-        size = os.path.getsize(container.name)
-    except (OSError, TypeError):
-        return False
-    return all(size % n for n in (188, 192, 204))
 
 
 def _rgb(frame, size: Optional[Tuple[int, int]]) -> np.ndarray:
@@ -283,6 +284,7 @@ def _damage_error(path: str, info: VideoInfo, dec: _Decoder, bad: List[int],
                dec.num_lost and f"frames missing: {dec.num_lost}",
                dec.corrupt and f"packets/frames flagged corrupt: {dec.corrupt}",
                dec.late and "frames out of order",
+               dec.ts_lost and f"transport-stream packets lost at {dec.ts_lost} place(s)",
                dec.cut_packet and "the file ends inside a transport-stream packet (cut short)"]
     head = "damaged" if truncated_at is None else "truncated"
     detail = "; ".join(r for r in reasons if r)
