@@ -1,5 +1,4 @@
 """Write RGB frames to an H.264 mp4 file through PyAV, atomically (temp file + rename)."""
-import os
 from typing import Iterable
 
 import av

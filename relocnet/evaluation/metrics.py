@@ -31,7 +31,7 @@ Rules where the benchmark README is silent (chosen here, tested in tests/test_ev
   the per-label keys and of the mean, as the official AVA evaluation does (nanmean).
 """
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 __all__ = [
     "TIOU_THRESHOLDS", "AP_IOU_THRESHOLDS", "tiou", "top1_segments", "pair_tious", "pair_tiou",
