@@ -8,7 +8,8 @@
 Without boxes: temporal mode (a RelocTemporal config); with boxes: spatio-temporal (RelocRCNN).
 Results go to DIR only when everything succeeded: they are written to DIR.tmp-* first, then
 renamed; DIR must be new, empty or an earlier result (relocnet/engine/output_dir.py), and one run
-at a time may write it. SIGTERM and Ctrl-C remove the temp directory. Problems print one line ``relocnet: error: ...`` on stderr and exit non-zero.
+at a time may write it. SIGTERM and Ctrl-C remove the temp directory. Problems print one line
+``relocnet: error: ...`` on stderr and exit non-zero.
 """
 import argparse
 import json
