@@ -26,10 +26,10 @@ single-threaded so that errors are pinned to their packets. A sample is bad when
   such errors and outputs plausible pictures; we do not trust them;
 - no frame covers it: the stream ends before the container's duration (truncation), or, in
   containers without a per-frame index (MKV, WebM, TS), no frame for max(2 frame intervals,
-  0.5 s);
+  0.5 s). MP4/MOV index every frame, so a long hold there is a real variable-frame-rate hold
+  (missing frames show up as packets without pictures instead);
 - in MPEG-TS, its packet follows lost transport packets (a continuity-counter jump or a lost
-  sync byte, ``relocnet/data/video_ts.py``): FFmpeg resynchronizes and conceals such holes. MP4/MOV index every frame, so a long hold there is a real variable-frame-rate hold
-  (missing frames show up as packets without pictures instead).
+  sync byte, ``relocnet/data/video_ts.py``): FFmpeg resynchronizes and conceals such holes.
 
 The decoder outputs pictures in presentation order; timestamps only label them: the k-th picture
 out is shown at the k-th smallest timestamp (AVI with packed B-frames, as Xvid/DivX write them,
@@ -44,8 +44,9 @@ an MPEG-TS cut exactly at a packet boundary (the format states no length). AVI h
 presentation times: with B-frames FFmpeg starts its clock one frame late (frame k shows at
 (k + 1) / fps). After a seek, pictures that the decoder drops before its first output are
 leading pictures (open GOP; in packed AVI the B-frames before the keyframe), not damage; in a
-packed AVI the first sample after a seek may therefore show the keyframe one frame early. Damage is judged at the
-requested samples: at a low fps, a damaged frame that no sample shows is not reported.
+packed AVI the first sample after a seek may therefore show the keyframe one frame early.
+Damage is judged at the requested samples: at a low fps, a damaged frame that no sample shows
+is not reported.
 Falsely reported: a variable-frame-rate MKV/WebM/TS holding one frame longer than the
 tolerance (those containers cannot tell a hold from a skipped hole); remux it to MP4
 (``ffmpeg -i in.mkv -c copy out.mp4``) to read it.
