@@ -60,7 +60,7 @@ setup(
         *DETECTRON2_RUNTIME,
     ],
     extras_require={
-        "test": ["pytest", "scikit-video"],
+        "test": ["pytest", "scikit-video", "hypothesis"],
         "search": ["faiss-cpu"],
     },
     entry_points={"console_scripts": ["relocnet=relocnet.cli:main"]},

@@ -7,15 +7,15 @@
 
 Without boxes: temporal mode (a RelocTemporal config); with boxes: spatio-temporal (RelocRCNN).
 Results go to DIR only when everything succeeded: they are written to DIR.tmp-* first, then
-renamed. Problems print one line ``relocnet: error: ...`` on stderr and exit non-zero.
+renamed; DIR must be new, empty or an earlier result (relocnet/engine/output_dir.py), and one run
+at a time may write it. SIGTERM and Ctrl-C remove the temp directory. Problems print one line
+``relocnet: error: ...`` on stderr and exit non-zero.
 """
 import argparse
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from typing import Dict, List, Optional
@@ -56,8 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    p.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ... (anywhere on the line)")
     return ap
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    """Options may come before, between or after the KEY VALUE config overrides."""
+    args, extra = build_parser().parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("--")]
+    if unknown:
+        raise CLIError(f"unrecognized arguments: {' '.join(unknown)}")
+    args.opts = list(args.opts or []) + extra
+    return args
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -117,7 +127,13 @@ def _resolve_defaults(args) -> str:
     for what, path in (("query video", args.query), ("reference video", args.reference),
                        ("config file", args.config_file), ("weights", args.weights)):
         if path and not os.path.isfile(path):
-            raise CLIError(f"{what} {path}: file not found")
+            problem = ("is a directory, not a file" if os.path.isdir(path) else
+                       "not a regular file" if os.path.exists(path) else "file not found")
+            raise CLIError(f"{what} {path}: {problem}")
+    if not args.no_cache:
+        from .engine.feature_cache import cache_max_bytes
+
+        cache_max_bytes()  # a bad $RELOCNET_CACHE_MAX_GB fails here, before any work
     if not args.weights and not args.allow_random_weights:
         raise CLIError("no trained weights: pass --weights W (--allow-random-weights runs an "
                        "untrained model, whose results mean nothing)")
@@ -145,38 +161,11 @@ def _config(args, mode: str):
     return cfg
 
 
-def _prepare_output(path: str) -> str:
-    """A fresh temp directory next to ``path``; ``path`` must be absent, empty or a relocnet
-    result (it is replaced only on success)."""
-    path = os.path.abspath(path)
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise CLIError(f"--output {path} exists and is not a directory")
-        if os.listdir(path) and not os.path.isfile(os.path.join(path, "results.json")):
-            raise CLIError(f"--output {path} exists and is not a relocnet result; choose "
-                           "another directory")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent)
-
-
-def _publish(tmp: str, path: str) -> None:
-    """Replace ``path`` by the finished ``tmp`` directory."""
-    path = os.path.abspath(path)
-    old = None
-    if os.path.exists(path):
-        old = tempfile.mkdtemp(prefix=os.path.basename(path) + ".old-", dir=os.path.dirname(path))
-        os.rmdir(old)
-        os.rename(path, old)
-    os.rename(tmp, path)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # ----------------------------------------------------------------------------- the command
 
 
 def relocalize_command(args) -> int:
+    from .engine.output_dir import claim_output, publish
     from .engine.runner import run_relocalization
 
     t0 = time.perf_counter()
@@ -188,13 +177,9 @@ def relocalize_command(args) -> int:
         first = int(args.query_start or 0)
         boxes = {first: [_parse_box(b) for b in args.query_box]}
     cfg = _config(args, mode)
-    tmp = _prepare_output(args.output)
-    try:
+    with claim_output(args.output) as tmp:
         summary = run_relocalization(args, cfg, mode, boxes, tmp, t0)
-        _publish(tmp, args.output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        publish(tmp, args.output)
     out = os.path.abspath(args.output)
     for line in summary:
         print(line)
@@ -205,7 +190,10 @@ def relocalize_command(args) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the `relocnet` console script; returns the exit code."""
     from .data.video import VideoDecodeError
+    from .engine.feature_cache import CacheError
     from .engine.inference import InputError, WeightsError
+    from .engine.output_dir import OutputDirError
+    from .utils.fileio import Terminated, terminate_as_interrupt
 
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
@@ -213,14 +201,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     try:
-        args = build_parser().parse_args(argv)
-        return relocalize_command(args)
-    except (CLIError, InputError, WeightsError, VideoDecodeError, OSError) as exc:
+        with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C: no temp dir is left
+            return relocalize_command(parse_args(argv))
+    except (CLIError, InputError, WeightsError, VideoDecodeError, OutputDirError, CacheError,
+            OSError) as exc:
         _error(str(exc))
         return 2 if isinstance(exc, CLIError) else 1
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        _error(str(exc) if isinstance(exc, Terminated) else "interrupted")
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:
         if debug:
             raise

@@ -30,7 +30,7 @@ from ..data.mapper import seconds_of_span
 from ..data.video import VideoDecodeError, VideoInfo, iter_subclips, probe_video, read_subclips
 from ..modeling.meta_arch import RelocMetaArchBase, RelocRCNN, RelocTemporal
 from ..modeling.windows import window_starts
-from .feature_cache import FeatureCache, file_digest, model_digest
+from .feature_cache import CacheReadError, FeatureCache, file_digest, model_digest
 
 __all__ = ["InputError", "WeightsError", "load_model", "pretrained_keys", "trained_state_dict", "prepare_query", "stream_windows",
            "check_lengths", "nearest_boxes", "relocalize", "Relocalization"]
@@ -205,20 +205,6 @@ def stream_windows(path: str, *, fps: int, size: Tuple[int, int], length: int, w
         pass
 
 
-def _worth_caching(writer, batches: float, note: Callable[[str], None]) -> bool:
-    """False (and a note) when the entry would take more than half of the cache's size cap,
-    estimated from the chunks written so far (chunks are nearly equal in size)."""
-    cap = writer.cache.max_bytes
-    if cap is None or writer.num_chunks != 1:
-        return True
-    estimate = writer.bytes_written * batches
-    if estimate <= cap / 2:
-        return True
-    note(f"not caching features of {writer.meta.get('reference')}: they would take "
-         f"{estimate / 2**30:.1f} GiB, more than half of the cache's {cap / 2**30:.1f} GiB cap")
-    return False
-
-
 def check_lengths(query_seconds: int, reference: VideoInfo) -> None:
     """InputError unless the reference has at least as many whole seconds as the query."""
     if query_seconds > reference.num_seconds:
@@ -292,17 +278,31 @@ def _features_chunk(model, starts: List[int], windows: List[torch.Tensor],
     return chunk
 
 
-@torch.no_grad()
-def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, *, fps: int,
-               size: Tuple[int, int], cache: Optional[FeatureCache] = None, cfg=None,
-               progress: Optional[Callable[[int], None]] = None,
-               log: Optional[Callable[[str], None]] = None) -> Relocalization:
+def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, **kwargs
+               ) -> Relocalization:
     """Re-localize ``query`` (prepare_query's inputs) in the video ``reference``, streamed.
 
-    ``cache`` (with ``cfg``, for the key) reuses or stores the reference's features.
-    ``progress(n)`` is called with the number of reference seconds finished since the last call;
-    ``log(message)`` with what happened to the cache (also kept in ``.messages``).
+    Keywords: ``fps``, ``size``; ``cache`` (with ``cfg``, for the key) reuses or stores the
+    reference's features; ``progress(n)`` is called with the number of reference seconds
+    finished since the last call; ``log(message)`` with what happened to the cache (also kept in
+    ``.messages``). A cache entry that fails while read is removed and the features are
+    computed again; a cache that cannot be written is skipped: the cache never stops a run.
     """
+    try:
+        return _relocalize(model, query, reference, **kwargs)
+    except CacheReadError as exc:
+        if kwargs.get("log") is not None:
+            kwargs["log"](f"{exc}; computing the features again")
+        result = _relocalize(model, query, reference, **kwargs)
+        result.messages.insert(0, f"{exc}; computing the features again")
+        return result
+
+
+@torch.no_grad()
+def _relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, *, fps: int,
+                size: Tuple[int, int], cache: Optional[FeatureCache] = None, cfg=None,
+                progress: Optional[Callable[[int], None]] = None,
+                log: Optional[Callable[[str], None]] = None) -> Relocalization:
     t0 = time.perf_counter()
     info = probe_video(reference)
     length = info.num_seconds
@@ -318,15 +318,17 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
         key = cache.key(file_digest(reference), model_digest(cfg, model))
         known = len(cache.problems)
         entry = cache.lookup(key)
-        messages += cache.problems[known:]
         timings["cache_key"] = time.perf_counter() - t1
         status = "hit" if entry is not None else "miss"
         if entry is not None:
             messages.append(f"reusing cached features for {reference} ({entry.path})")
         else:
-            messages.append(f"computing features for {reference}; caching them in {cache.root}")
             writer = cache.writer(key, {"reference": reference, "seconds": length,
                                         "architecture": type(model).__name__})
+            if writer is not None:
+                messages.append(f"computing features for {reference}; caching them in "
+                                f"{cache.root}")
+        messages[:0] = cache.problems[known:]
     proposals: Dict[int, Boxes] = {}  # RelocRCNN: of the seconds that later windows still cover
 
     def note(message: str) -> None:
@@ -354,11 +356,11 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
     t2 = time.perf_counter()
     try:
         for chunk in chunks:
-            if writer is not None:
-                writer.append(chunk)
-                if not _worth_caching(writer, len(all_starts) / len(chunk["starts"]), note):
-                    writer.abort()
-                    writer = None
+            if writer is not None and not (writer.append(chunk) and writer.worth_it(
+                    len(all_starts) / len(chunk["starts"]))):
+                note(writer.problem)
+                writer.abort()
+                writer = None
             starts = chunk["starts"].tolist()
             if starts != all_starts[batch_index : batch_index + len(starts)]:
                 raise RuntimeError(f"feature chunk {batch_index} does not fit the windows of "
@@ -394,8 +396,8 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
             done = limit
         if done != length:
             raise RuntimeError(f"{reference}: features cover {done} of {length} seconds")
-        if writer is not None:
-            writer.commit()
+        if writer is not None and writer.commit() is None:
+            note(writer.problem)
     finally:
         if writer is not None:
             writer.abort()  # no-op after commit
