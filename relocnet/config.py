@@ -39,6 +39,9 @@ def add_relocnet_config(cfg: CN) -> None:
     # multiple-instance loss: the max over locations must name the query's class). RelocRCNN
     # always classifies its matching reference actors (their ground-truth boxes).
     _C.MODEL.RELOC.AUX_REFERENCE = False
+    # RelocTemporal inference: relative query boxes (x0, y0, x1, y1) also matched, zoomed to the
+    # input size; a query second scores its best view (copies shown small, picture in picture)
+    _C.MODEL.RELOC.QUERY_CROPS = []
     _C.MODEL.RELOC.QUERY_POOLING = "mean"  # how valid query seconds are combined: mean | max | seconds (temporal)
 
     # Micro spatio-temporal branch (eqs. 2-5)

@@ -281,6 +281,8 @@ def _features_chunk(model, starts: List[int], windows: List[torch.Tensor],
 def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, **kwargs
                ) -> Relocalization:
     """Re-localize ``query`` (prepare_query's inputs) in the video ``reference``, streamed.
+    A ``query["descriptor"]`` (``model.query_descriptor`` of the same inputs) is used as is, so
+    one query searched in several references computes its features once.
 
     Keywords: ``fps``, ``size``; ``cache`` (with ``cfg``, for the key) reuses or stores the
     reference's features; ``progress(n)`` is called with the number of reference seconds
@@ -310,7 +312,9 @@ def _relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str,
         raise InputError(f"reference video {reference} is shorter than one second")
     check_lengths(int(query["query_valid"].sum()), info)
     rcnn = isinstance(model, RelocRCNN)
-    qdesc = model.query_descriptor(dict(query, pair_id="query"))
+    qdesc = query.get("descriptor")  # computed once by the caller for several references
+    if qdesc is None:
+        qdesc = model.query_descriptor(dict(query, pair_id="query"))
     timings = {"query_features": time.perf_counter() - t0}
     entry, writer, key, messages, status = None, None, "", [], "off"
     if cache is not None:

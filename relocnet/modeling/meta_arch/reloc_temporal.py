@@ -8,7 +8,7 @@ With MODEL.RELOC.AUX_LOSS_WEIGHT > 0 the query seconds are also classified among
 classes (``"loss_aux_class"``, see common.py), and with MODEL.RELOC.AUX_REFERENCE so are the full
 frames of the matching reference seconds, where the actor is smaller and among distractors.
 """
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,21 +24,42 @@ from .common import RelocMetaArchBase
 __all__ = ["RelocTemporal"]
 
 
+def _crop(frames: torch.Tensor, box: Sequence[float]) -> torch.Tensor:
+    """uint8 (T, N, H, W, 3) -> the relative ``box`` of every frame, resized back to H x W."""
+    t, n, h, w = frames.shape[:4]
+    x0, y0, x1, y1 = box
+    part = frames[:, :, int(y0 * h) : max(int(y1 * h), int(y0 * h) + 1),
+                  int(x0 * w) : max(int(x1 * w), int(x0 * w) + 1)]
+    x = part.flatten(0, 1).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(t, n, h, w, 3)
+
+
 @META_ARCH_REGISTRY.register()
 class RelocTemporal(RelocMetaArchBase):
     """Siamese backbone, full-frame matching per second, a match score per reference second."""
 
     @configurable
-    def __init__(self, *, head: nn.Module, aux_reference: bool = False, **kwargs):
+    def __init__(self, *, head: nn.Module, aux_reference: bool = False,
+                 query_crops: Sequence[Sequence[float]] = (), **kwargs):
         """
         Args:
             head: a head of RELOC_HEAD_REGISTRY (MODEL.RELOC.HEAD.NAME) without box regression.
             aux_reference: also classify matching reference seconds (needs the aux classifier).
+            query_crops: relative boxes (x0, y0, x1, y1) of the query frame; at inference each is
+                cut out, resized to the input size and matched as well as the full frame, and a
+                query second scores its best view (a copy shown small, e.g. picture in picture,
+                is matched at the scale of the original).
             kwargs: see :class:`RelocMetaArchBase`.
         """
         super().__init__(**kwargs)
         self.head = head
         self.aux_reference = aux_reference
+        self.query_crops = [tuple(float(v) for v in box) for box in query_crops]
+        for box in self.query_crops:
+            if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+                raise ValueError(f"MODEL.RELOC.QUERY_CROPS: {list(box)} is not a relative box "
+                                 f"x0 < x1, y0 < y1 in [0, 1]")
 
     @classmethod
     def from_config(cls, cfg):
@@ -47,6 +68,7 @@ class RelocTemporal(RelocMetaArchBase):
         channels = backbone.output_shape()["features"].channels
         ret["head"] = build_reloc_head(cfg, channels, box_reg=False)
         ret["aux_reference"] = cfg.MODEL.RELOC.AUX_REFERENCE
+        ret["query_crops"] = [list(b) for b in cfg.MODEL.RELOC.QUERY_CROPS]
         return ret
 
     def frame_rois(self, features: torch.Tensor, size) -> torch.Tensor:
@@ -69,15 +91,22 @@ class RelocTemporal(RelocMetaArchBase):
         return out, rois
 
     def _score_rois(self, rois: torch.Tensor, query: torch.Tensor, sizes) -> List[torch.Tensor]:
-        logits, _ = self.head(rois, query)  # (n, D): D = 1, or query seconds ("seconds" pooling)
-        return list(logits.split(sizes))
+        logits, _ = self.head(rois, query)  # (n, D * views): D = 1, or query seconds
+        views = 1 + len(self.query_crops) if not self.training else 1
+        return list(logits.view(len(rois), -1, views).amax(dim=2).split(sizes))
 
     # ------------------------------------------------------------------ steps of inference_one,
     # public for streamed inference over long videos (relocnet/engine/inference.py)
     def query_descriptor(self, pair: Dict[str, Any]) -> torch.Tensor:
         """The full-frame query features of one pair: (1, C, S, S) pooled over seconds, or
-        (V, C, S, S), one per valid second, with QUERY_POOLING "seconds"."""
-        return self.query_rois([pair], full_frame=True)[0]
+        (V, C, S, S), one per valid second, with QUERY_POOLING "seconds"; with QUERY_CROPS (at
+        inference) the views of each: (D * (1 + crops), C, S, S), object-major."""
+        views = [self.query_rois([pair], full_frame=True)[0]]
+        if not self.training:
+            for box in self.query_crops:
+                views.append(self.query_rois([dict(pair, query=_crop(pair["query"], box))],
+                                             full_frame=True)[0])
+        return torch.stack(views, dim=1).flatten(0, 1)
 
     def window_logits(
         self, features: List[torch.Tensor], size, query: torch.Tensor
