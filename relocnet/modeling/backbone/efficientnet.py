@@ -79,16 +79,51 @@ def _mirror_average(fn, x: torch.Tensor) -> Dict[str, torch.Tensor]:
     return {k: (v[:n] + v[n:].flip(-1)) / 2 for k, v in out.items()}
 
 
+def _fold_batchnorm(conv: nn.Module, bn: nn.Module) -> nn.Module:
+    """Fold an inference-mode BatchNorm into the convolution before it (``conv`` gets a bias);
+    returns what is left of ``bn`` to apply after it (timm's BatchNormAct2d: its activation)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shape = (-1,) + (1,) * (conv.weight.dim() - 1)
+    bias = bn.bias - bn.running_mean * scale
+    if getattr(conv, "bias", None) is not None:
+        bias = bias + conv.bias * scale
+    conv.weight = nn.Parameter(conv.weight.detach() * scale.view(shape))
+    conv.bias = nn.Parameter(bias.detach())
+    return nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity()))
+
+
+def _fold_blocks(blocks: nn.Module) -> None:
+    """Fold every BatchNorm of timm's EfficientNet blocks into the convolution registered just
+    before it (the order of every block type's children: conv, bn, conv, bn, ...)."""
+    for block in blocks.modules():
+        last_conv = None
+        for name, child in list(block.named_children()):
+            if isinstance(child, nn.Conv2d):
+                last_conv = child
+            elif isinstance(child, nn.BatchNorm2d) and last_conv is not None:
+                setattr(block, name, _fold_batchnorm(last_conv, child))
+                last_conv = None
+
+
 class _Frozen(nn.Module):
-    """Parameters of a frozen branch never train, its BatchNorm stays in inference mode."""
+    """Parameters of a frozen branch never train, its BatchNorm stays in inference mode. Frozen,
+    the BatchNorms are folded into the convolutions and the weights kept channels-last (the
+    same function, about 2x faster on CPU)."""
 
     frozen = False
 
     def freeze(self) -> None:
         self.frozen = True
+        self.eval()
+        self._fold()
+        for conv in self.modules():
+            if isinstance(conv, nn.Conv2d):
+                conv.to(memory_format=torch.channels_last)
         for p in self.parameters():
             p.requires_grad_(False)
-        self.eval()
+
+    def _fold(self) -> None:
+        raise NotImplementedError
 
     def train(self, mode: bool = True):
         return super().train(mode and not self.frozen)
@@ -120,7 +155,13 @@ class EfficientNetLiteBackbone(Backbone, _Frozen):
         return {"res3": ShapeSpec(channels=self._channels["res3"], stride=8),
                 "res4": ShapeSpec(channels=self._channels["res4"], stride=16)}
 
+    def _fold(self) -> None:
+        self.bn1 = _fold_batchnorm(self.conv_stem, self.bn1)
+        _fold_blocks(self.blocks)
+
     def _forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if self.frozen:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.bn1(self.conv_stem(x))
         x = self.blocks[:_RES3_BLOCKS](x)
         return {"res3": x, "res4": self.blocks[_RES3_BLOCKS:](x)}
@@ -150,6 +191,7 @@ class EfficientNetLite3D(_Frozen):
         net = _build_net(variant, weights)
         w = net.conv_stem.weight.detach()  # (C, 3, k, k)
         self.stem_weight = nn.Parameter(w[:, :, None].repeat(1, 1, frames, 1, 1) / frames)
+        self.stem_bias = None
         self.stem_stride = net.conv_stem.stride
         self.bn1 = net.bn1
         self.blocks = nn.Sequential(*list(net.blocks)[:_RES4_BLOCKS])
@@ -169,11 +211,21 @@ class EfficientNetLite3D(_Frozen):
                 "weights": r.SPATIAL_WEIGHTS, "frozen": r.EFFICIENTNET.FROZEN,
                 "mirror_average": r.MIRROR_AVERAGE}
 
+    def _fold(self) -> None:
+        stem = nn.Conv3d(3, self.stem_weight.shape[0], 1, bias=False)
+        stem.weight = self.stem_weight
+        self.bn1 = _fold_batchnorm(stem, self.bn1)
+        self.stem_weight, self.stem_bias = stem.weight, stem.bias
+        _fold_blocks(self.blocks)
+
     def _forward(self, clips: torch.Tensor) -> Dict[str, torch.Tensor]:
         k = self.stem_weight.shape[-1]
         x = pad_same(clips, [k, k], list(self.stem_stride))  # TF "same", spatial dims only
-        x = F.conv3d(x, self.stem_weight, stride=(self.frames,) + tuple(self.stem_stride))
+        x = F.conv3d(x, self.stem_weight, self.stem_bias,
+                     stride=(self.frames,) + tuple(self.stem_stride))
         x = x.amax(dim=2)  # eq. 3 (one time step after the temporal stride)
+        if self.frozen:
+            x = x.contiguous(memory_format=torch.channels_last)
         return {"res4": self.blocks(self.bn1(x))}
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
