@@ -55,11 +55,11 @@ setup(
         "av>=12",
         "opencv-python-headless",
         "pytorchvideo==0.1.5",
+        "faiss-cpu",  # the archive index (relocnet index / search)
         *DETECTRON2_RUNTIME,
     ],
     extras_require={
         "test": ["pytest", "scikit-video"],
-        "search": ["faiss-cpu"],
     },
     entry_points={"console_scripts": ["relocnet=relocnet.cli:main"]},
 )
