@@ -2,7 +2,9 @@
 
 Ground truth (``{"task": "archive", "queries": [...]}``), one entry per query:
 ``{"query_id", "query", "query_start", "query_end", "video", "segments": [[s, e], ...]}``
-(the archive video that holds the query's content and where). Predictions
+(the archive video that holds the query's content and where), and optionally ``"places"``:
+``[{"video", "segments"}, ...]``, other places that show the same content (copies); a hit on
+any of them is right. Predictions
 (``{"task": "archive", "predictions": {query_id: [hit, ...]}}``): hits ranked best first, each
 ``{"video", "start", "end", "score"}``, as in `relocnet search`'s results.json.
 
@@ -14,11 +16,12 @@ video with tIoU >= TIOU between them (no hit on either side agrees only with no 
 """
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .metrics import tiou
 
-__all__ = ["TIOU", "load_archive_file", "archive_metrics", "same_place", "write_archive_file"]
+__all__ = ["TIOU", "load_archive_file", "archive_metrics", "same_place", "write_archive_file",
+           "archive_from_pairs"]
 
 TIOU = 0.5
 
@@ -65,9 +68,11 @@ def same_place(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def _best_tiou(hit: Mapping[str, Any], truth: Mapping[str, Any]) -> float:
-    if _norm(hit["video"]) != _norm(truth["video"]):
-        return 0.0
-    return max((tiou((hit["start"], hit["end"]), s) for s in truth["segments"]), default=0.0)
+    """The hit's best tIoU with a ground-truth segment of its video (0: a wrong video)."""
+    video = _norm(hit["video"])
+    return max((tiou((hit["start"], hit["end"]), s)
+                for place in [truth] + list(truth.get("places", []))
+                if _norm(place["video"]) == video for s in place["segments"]), default=0.0)
 
 
 def archive_metrics(truth: Sequence[Mapping[str, Any]], predictions: Mapping[str, List[Any]],
@@ -94,3 +99,20 @@ def archive_metrics(truth: Sequence[Mapping[str, Any]], predictions: Mapping[str
     if reference is not None:
         out["agreement@1"] = 100.0 * agree / n
     return out
+
+
+def archive_from_pairs(pair_file: str) -> Tuple[List[str], List[Dict[str, Any]]]:
+    """A temporal pair file as an archive: (every reference video, one query per pair whose
+    ground truth is its reference and segments)."""
+    from ..data.pairs import load_pairs, resolve_video
+
+    pairs = load_pairs(pair_file)["pairs"]
+
+    def path(video: str) -> str:
+        return os.path.normpath(resolve_video(pair_file, video))
+
+    truth = [{"query_id": p["pair_id"], "query": path(p["query"]["video"]),
+              "query_start": p["query"]["start"], "query_end": p["query"]["end"],
+              "video": path(p["reference"]["video"]),
+              "segments": p["segments"]} for p in pairs]
+    return sorted({t["video"] for t in truth}), truth

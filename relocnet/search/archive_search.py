@@ -22,7 +22,8 @@ from .faiss_index import unpack_ids
 from .snapshot import Snapshot
 from .voting import Candidate, vote
 
-__all__ = ["Hit", "query_descriptors", "coarse_candidates", "fine_hit", "search_archive"]
+__all__ = ["Hit", "query_descriptors", "coarse_candidates", "fine_hit", "best_segment",
+           "search_archive"]
 
 
 @dataclass
@@ -71,17 +72,22 @@ def fine_hit(model, query: Dict[str, Any], path: str, length: int, cand: Candida
     seconds = torch.arange(s0, s0 + len(frames))
     out = model.inference_one(dict(query, pair_id="fine", reference=torch.from_numpy(frames),
                                    reference_seconds=seconds))
-    scores = out["second_scores"]
-    best = int(torch.argmax(out["segment_scores"])) if len(out["segment_scores"]) else None
-    if best is None:
-        start, end = float(seconds[0]), float(seconds[-1]) + 1
-    else:
-        start, end = (float(x) for x in out["segments"][best])
-    inside = (seconds >= start) & (seconds < end)
-    prob = float(scores[inside].mean()) if bool(inside.any()) else float(scores.max())
+    start, end, prob = best_segment(out)
     return Hit(path, start, end, prob, prob >= float(getattr(model, "match_threshold", 0.5)),
                cand.score, (cand.start, cand.end), seconds.tolist(),
-               [round(float(x), 4) for x in scores])
+               [round(float(x), 4) for x in out["second_scores"]])
+
+
+def best_segment(outputs: Dict[str, torch.Tensor]) -> Tuple[float, float, float]:
+    """(start, end, mean match probability of its seconds) of the model's best segment (of the
+    whole span when the decoder returned none)."""
+    scores, seconds = outputs["second_scores"], outputs["seconds"]
+    if len(outputs["segment_scores"]):
+        start, end = (float(x) for x in outputs["segments"][int(outputs["segment_scores"].argmax())])
+    else:
+        start, end = float(seconds[0]), float(seconds[-1]) + 1
+    inside = (seconds >= start) & (seconds < end)
+    return start, end, float(scores[inside].mean()) if bool(inside.any()) else float(scores.max())
 
 
 def search_archive(model, query: Dict[str, Any], snapshot: Snapshot, *, fps: int,

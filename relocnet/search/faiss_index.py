@@ -17,14 +17,15 @@ import faiss
 import numpy as np
 
 __all__ = ["EXACT_MAX", "MAX_DIM", "SECOND_BITS", "choose_factory", "build_index", "pack_ids",
-           "unpack_ids", "make_index", "set_search_params", "index_bytes"]
+           "unpack_ids", "make_index", "train_size", "train_index", "set_search_params", "index_bytes"]
 
 EXACT_MAX = 250_000
 MAX_DIM = 512  # the exact index reduces longer descriptors to MAX_DIM // 2 by PCA
 IVF_DIM = 128  # the compressed index reduces longer descriptors to IVF_DIM by PCA
 SECOND_BITS = 24  # seconds per video < 2**24 (194 days)
 TRAIN_PER_LIST = 40  # IVF training vectors per inverted list (and at most TRAIN_MAX)
-TRAIN_MAX = 300_000
+TRAIN_MAX = 100_000
+KMEANS_ITERATIONS = 10
 
 Chunks = Callable[[], Iterable[Tuple[np.ndarray, np.ndarray]]]  # -> (ids int64, vectors f32)
 
@@ -37,9 +38,10 @@ def choose_factory(n: int, dim: int) -> Dict[str, object]:
     else:
         pca = IVF_DIM if dim > IVF_DIM else 0
         d = pca or dim
-        nlist = int(np.clip(2 ** round(np.log2(4 * np.sqrt(n))), 1024, 16384))
+        # about sqrt(n) / 2 lists, at most 2048: k-means training stays under a minute on a core
+        nlist = int(np.clip(2 ** round(np.log2(np.sqrt(n) / 2)), 256, 2048))
         m = 32 if d % 32 == 0 else max(k for k in (24, 16, 12, 8, 4, 1) if d % k == 0)
-        factory, nprobe = f"IVF{nlist}_HNSW32,PQ{m}", 64
+        factory, nprobe = f"IVF{nlist}_HNSW32,PQ{m}", 32
     pre = f"PCA{pca}" if pca else "Center"
     return {"factory": factory, "pca": pca, "nprobe": nprobe,
             "description": f"{pre},L2norm,{factory.replace('IDMap2,', '')}"}
@@ -78,6 +80,23 @@ def make_index(dim: int, params: Dict[str, object]) -> faiss.Index:
     return index
 
 
+def train_size(params: Dict[str, object], n: int) -> int:
+    """Training vectors for an index of choose_factory's ``params`` holding ``n`` vectors."""
+    factory = str(params["factory"])
+    nlist = int(factory.split(",")[0].split("_")[0][3:]) if factory.startswith("IVF") else 0
+    return min(n, max(20_000, min(TRAIN_MAX, nlist * TRAIN_PER_LIST)))
+
+
+def train_index(index: faiss.Index, sample: np.ndarray, params: Dict[str, object]) -> None:
+    if str(params["factory"]).startswith("IVF"):
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivf.cp.niter = KMEANS_ITERATIONS
+        ivf.do_polysemous_training = False  # minutes of training for a Hamming filter unused here
+        ivf.pq.cp.niter = KMEANS_ITERATIONS
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    set_search_params(index, int(params["nprobe"]))
+
+
 def build_index(chunks: Chunks, n: int, dim: int, params: Dict[str, object],
                 progress: Callable[[int], None] = None) -> faiss.Index:
     """A trained index holding every (id, vector) of ``chunks()`` (called twice: training
@@ -85,10 +104,7 @@ def build_index(chunks: Chunks, n: int, dim: int, params: Dict[str, object],
     index = make_index(dim, params)
     if n == 0:
         return index
-    ivf = "IVF" in str(params["factory"])
-    nlist = faiss.extract_index_ivf(index).nlist if ivf else 1
-    index.train(_train_sample(chunks, n, min(TRAIN_MAX, max(nlist * TRAIN_PER_LIST, 20_000), n)))
-    set_search_params(index, int(params["nprobe"]))
+    train_index(index, _train_sample(chunks, n, train_size(params, n)), params)
     for ids, vecs in chunks():
         index.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32), ids)
         if progress is not None:

@@ -1,0 +1,176 @@
+"""Coarse search at archive scale (1,000 / 10,000 hours) on GENERATED descriptors.
+
+Decoding 10,000 hours is out of reach here, so the descriptors are generated, video by video
+(VIDEO_SECONDS each): a per-video base point plus a temporally smooth walk (a box filter over
+SMOOTH_SECONDS of noise), in the principal axes of real descriptors (``stats``: the descriptors
+of an indexed archive, e.g. the real archive of ``tools/benchmark.py archive``; else isotropic),
+L2-normalized. Queries are copies: QUERY_SECONDS consecutive generated seconds plus noise
+(cosine ~COPY_COSINE to their source). The index is the one ``relocnet index`` chooses for that
+size (faiss_index.choose_factory), built in chunks; exact search runs over the same descriptors
+(centred and normalized like the index's input) chunk by chunk, for the recall of the index.
+
+Reported per size: index type, build time, index bytes (and per hour of video), peak RSS of the
+process, coarse search time per query (FAISS search of the query seconds + temporal voting) on
+``threads`` threads, 1-recall@1 and 10-recall@100 of the index against exact search, and the
+fraction of queries whose source (video, offset +-2 s) is the first voted candidate.
+"""
+import resource
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import faiss
+import numpy as np
+
+from .faiss_index import (choose_factory, make_index, pack_ids, set_search_params, train_index,
+                          train_size, unpack_ids)
+from .voting import vote
+
+__all__ = ["run_scale_benchmark", "descriptor_stats"]
+
+VIDEO_SECONDS = 600
+SMOOTH_SECONDS = 5
+QUERY_SECONDS = 8
+COPY_COSINE = 0.8
+CHUNK_VIDEOS = 500  # 300k seconds per chunk
+
+
+def descriptor_stats(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, principal axes (d, d), standard deviations (d,)) of real descriptors."""
+    mean = x.mean(0)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    std = s / np.sqrt(max(1, len(x) - 1))
+    return mean, vt, std
+
+
+def _chunk(k: int, stats, dim: int, seed: int) -> np.ndarray:
+    """(CHUNK_VIDEOS * VIDEO_SECONDS, dim) float32 descriptors of chunk k (deterministic)."""
+    rng = np.random.default_rng([seed, k])
+    mean, axes, std = stats
+    d = len(std)
+    base = rng.standard_normal((CHUNK_VIDEOS, 1, d), dtype=np.float32)
+    noise = rng.standard_normal((CHUNK_VIDEOS, VIDEO_SECONDS + SMOOTH_SECONDS, d),
+                                dtype=np.float32)
+    c = np.cumsum(noise, axis=1)
+    walk = c[:, SMOOTH_SECONDS:] - c[:, :-SMOOTH_SECONDS]
+    walk *= 0.6 / SMOOTH_SECONDS**0.5
+    walk += 0.8 * base
+    x = (walk.reshape(-1, d) * std) @ axes[:d, :dim] + mean
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32, copy=False)
+
+
+def _queries(stats, dim: int, seed: int, n: int, chunks: int) -> Tuple[np.ndarray, List]:
+    """Copies of n random spans: (n, QUERY_SECONDS, dim) and their (video, start)."""
+    rng = np.random.default_rng([seed, 10**6])
+    where = [(int(rng.integers(chunks)), int(rng.integers(CHUNK_VIDEOS)),
+              int(rng.integers(VIDEO_SECONDS - QUERY_SECONDS))) for _ in range(n)]
+    out = np.zeros((n, QUERY_SECONDS, dim), np.float32)
+    for k in sorted({c for c, _, _ in where}):
+        x = _chunk(k, stats, dim, seed).reshape(CHUNK_VIDEOS, VIDEO_SECONDS, dim)
+        for i, (c, v, s) in enumerate(where):
+            if c == k:
+                out[i] = x[v, s : s + QUERY_SECONDS]
+    sigma = np.sqrt(1 / COPY_COSINE**2 - 1) / np.sqrt(dim)
+    out = out + rng.standard_normal(out.shape, dtype=np.float32) * sigma
+    out /= np.linalg.norm(out, axis=2, keepdims=True)
+    return out, [(c * CHUNK_VIDEOS + v, s) for c, v, s in where]
+
+
+def _exact_topk(best: Tuple[np.ndarray, np.ndarray], q: np.ndarray, x: np.ndarray,
+                ids: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Merge the chunk's exact top-k (inner product) into ``best``."""
+    sims = q @ x.T
+    top = np.argpartition(-sims, k, axis=1)[:, :k]
+    s = np.concatenate([best[0], np.take_along_axis(sims, top, 1)], 1)
+    i = np.concatenate([best[1], ids[top]], 1)
+    order = np.argsort(-s, axis=1)[:, :k]
+    return np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
+
+
+def _build(hours: float, stats, dim: int, seed: int, queries: np.ndarray, log):
+    """The index of ``hours`` of generated descriptors and the exact top-100 of ``queries``."""
+    chunks = int(np.ceil(hours * 3600 / (CHUNK_VIDEOS * VIDEO_SECONDS)))
+    n = chunks * CHUNK_VIDEOS * VIDEO_SECONDS
+    params = choose_factory(n, dim)
+    index = make_index(dim, params)
+    t0 = time.perf_counter()
+    first = _chunk(0, stats, dim, seed)
+    sample = first[:: max(1, len(first) // train_size(params, n))]
+    train_index(index, sample, params)
+    mean = sample.mean(0)
+    q = queries.reshape(-1, dim) - mean
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    best = (np.full((len(q), 100), -np.inf, np.float32), np.zeros((len(q), 100), np.int64))
+    exact_s = 0.0
+    for k in range(chunks):
+        x = first if k == 0 else _chunk(k, stats, dim, seed)
+        ids = np.concatenate([pack_ids(v, np.arange(VIDEO_SECONDS))
+                              for v in range(k * CHUNK_VIDEOS, (k + 1) * CHUNK_VIDEOS)])
+        index.add_with_ids(x, ids)
+        t = time.perf_counter()
+        xc = x - mean
+        xc /= np.linalg.norm(xc, axis=1, keepdims=True)
+        best = _exact_topk(best, q, xc, ids, 100)
+        exact_s += time.perf_counter() - t
+        log(f"  {hours:g} h: chunk {k + 1}/{chunks} ({index.ntotal} vectors)")
+    build_s = time.perf_counter() - t0 - exact_s
+    return index, params, best[1], n, build_s
+
+
+def _search(index, queries: np.ndarray, n_videos: int, threads: int):
+    """Per-query seconds of coarse search (+ voting), the index's ids and first candidates."""
+    faiss.omp_set_num_threads(threads)
+    times, all_ids, firsts = [], [], []
+    lengths = np.full(n_videos, VIDEO_SECONDS)
+    for q in queries:
+        t = time.perf_counter()
+        sims, ids = index.search(q, 100)
+        videos, seconds = unpack_ids(ids)
+        cands = vote(videos, seconds, sims, lengths, max_candidates=10)
+        times.append(time.perf_counter() - t)
+        all_ids.append(ids)
+        firsts.append(cands[0] if cands else None)
+    faiss.omp_set_num_threads(1)
+    return times, np.concatenate(all_ids), firsts
+
+
+def _index_bytes(index) -> int:
+    writer = faiss.VectorIOWriter()
+    faiss.write_index(index, writer)
+    return int(writer.data.size())
+
+
+def run_scale_benchmark(hours: List[float], *, real: Optional[np.ndarray] = None,
+                        dim: int = 144, queries: int = 25, threads: int = 2, seed: int = 0,
+                        log=print) -> Tuple[str, Dict[str, Any]]:
+    """Build and search a generated archive of each size; (table text, result dict)."""
+    stats = descriptor_stats(real) if real is not None else (
+        np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32), np.ones(dim, np.float32))
+    dim = len(stats[0])
+    rows = []
+    for h in hours:
+        chunks = int(np.ceil(h * 3600 / (CHUNK_VIDEOS * VIDEO_SECONDS)))
+        qv, truth = _queries(stats, dim, seed, queries, chunks)
+        index, params, exact, n, build_s = _build(h, stats, dim, seed, qv, log)
+        times, got, firsts = _search(index, qv, chunks * CHUNK_VIDEOS, threads)
+        r1 = float(np.mean(got[:, 0] == exact[:, 0]))
+        r10 = float(np.mean([len(set(e[:10]) & set(g)) / 10 for e, g in zip(exact, got)]))
+        found = float(np.mean([f is not None and f.video == v and abs(f.start - s) <= 2
+                               for f, (v, s) in zip(firsts, truth)]))
+        size = _index_bytes(index)
+        rows.append({"hours": round(n / 3600, 1), "vectors": int(n), "index": params["description"],
+                     "nprobe": params["nprobe"], "build_s": round(build_s, 1),
+                     "index_MiB": round(size / 2**20, 1),
+                     "MiB_per_hour": round(size / 2**20 / (n / 3600), 3),
+                     "peak_rss_MiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                     "search_ms_median": round(1000 * float(np.median(times)), 1),
+                     "search_ms_max": round(1000 * float(np.max(times)), 1),
+                     "recall_1@1": round(r1, 3), "recall_10@100": round(r10, 3),
+                     "copy_source_first": round(found, 3)})
+        del index
+    cols = list(rows[0])
+    text = "\n".join(["  ".join(f"{c}" for c in cols)] +
+                     ["  ".join(str(r[c]) for c in cols) for r in rows])
+    return text, {"archive_scale": rows, "threads": threads, "queries": queries,
+                  "query_seconds": QUERY_SECONDS, "descriptors": "generated",
+                  "stats": "real archive" if real is not None else "isotropic"}
