@@ -7,7 +7,8 @@
    candidate's hit is the fine stage's best segment, scored by the mean match probability of its
    seconds, and ``found`` when that reaches the model's ``match_threshold`` (0.5 by default).
 
-Hits are ranked across the archive by that score (by the coarse score without the fine stage).
+Hits are ranked across the archive by that score (by the coarse score without the fine stage);
+a hit that repeats a better one (same video, tIoU >= 0.5) is dropped.
 """
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from ..data.video import VideoDecodeError, read_subclips
+from ..evaluation.metrics import tiou
 from .descriptors import frames_descriptors
 from .faiss_index import unpack_ids
 from .snapshot import Snapshot
@@ -90,6 +92,17 @@ def best_segment(outputs: Dict[str, torch.Tensor]) -> Tuple[float, float, float]
     return start, end, float(scores[inside].mean()) if bool(inside.any()) else float(scores.max())
 
 
+def _distinct(hits: List[Hit]) -> List[Hit]:
+    """Hits ranked best first without those that repeat a better one (same video, tIoU >= 0.5):
+    neighbouring candidates, once widened, can lead the fine stage to the same segment."""
+    out: List[Hit] = []
+    for h in hits:
+        if not any(o.video == h.video and tiou((o.start, o.end), (h.start, h.end)) >= 0.5
+                   for o in out):
+            out.append(h)
+    return out
+
+
 def search_archive(model, query: Dict[str, Any], snapshot: Snapshot, *, fps: int,
                    size: Tuple[int, int], neighbors: int = 100, candidates: int = 5,
                    margin: int = 3, fine: bool = True, notes: Optional[List[str]] = None
@@ -113,7 +126,7 @@ def search_archive(model, query: Dict[str, Any], snapshot: Snapshot, *, fps: int
         except (VideoDecodeError, OSError, ValueError) as exc:
             if notes is not None:
                 notes.append(f"candidate {video['path']} [{c.start}, {c.end}) skipped: {exc}")
-    hits.sort(key=lambda h: -h.score)
+    hits = _distinct(sorted(hits, key=lambda h: -h.score))
     timings = {"query_descriptors": t1 - t0, "coarse": t2 - t1,
                "fine": time.perf_counter() - t2}
     return hits, timings
