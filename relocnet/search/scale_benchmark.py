@@ -2,9 +2,11 @@
 
 Decoding 10,000 hours is out of reach here, so the descriptors are generated, video by video
 (VIDEO_SECONDS each): a per-video base point plus a temporally smooth walk (a box filter over
-SMOOTH_SECONDS of noise), in the principal axes of real descriptors (``stats``: the descriptors
-of an indexed archive, e.g. the real archive of ``tools/benchmark.py archive``; else isotropic),
-L2-normalized. Queries are copies: QUERY_SECONDS consecutive generated seconds (of the first
+SMOOTH_SECONDS of noise), in the principal axes of real descriptors and scaled by their standard
+deviations (``stats``: the descriptors of an indexed archive, e.g. the real archive of
+``tools/benchmark.py archive``; else isotropic), L2-normalized. To keep 36 M of them within
+minutes of CPU, one chunk of CHUNK_VIDEOS videos is drawn, and every further chunk flips the
+signs of its principal coordinates at random per video (same mean and covariance, new videos). Queries are copies: QUERY_SECONDS consecutive generated seconds (of the first
 chunk's videos) plus noise (cosine ~COPY_COSINE to their source). The index is the one ``relocnet index`` chooses for that
 size (faiss_index.choose_factory), built in chunks; exact search runs over the same descriptors
 (centred and normalized like the index's input) chunk by chunk, for the recall of the index.
@@ -42,11 +44,11 @@ def descriptor_stats(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]
     return mean, vt, std
 
 
-def _chunk(k: int, stats, dim: int, seed: int) -> np.ndarray:
-    """(CHUNK_VIDEOS * VIDEO_SECONDS, dim) float32 descriptors of chunk k (deterministic)."""
-    rng = np.random.default_rng([seed, k])
-    mean, axes, std = stats
-    d = len(std)
+def _template(stats, seed: int) -> np.ndarray:
+    """(CHUNK_VIDEOS, VIDEO_SECONDS, d) per-video base + smooth walk, in principal coordinates
+    (unit variance per axis)."""
+    rng = np.random.default_rng([seed, 0])
+    d = len(stats[2])
     base = rng.standard_normal((CHUNK_VIDEOS, 1, d), dtype=np.float32)
     noise = rng.standard_normal((CHUNK_VIDEOS, VIDEO_SECONDS + SMOOTH_SECONDS, d),
                                 dtype=np.float32)
@@ -54,7 +56,21 @@ def _chunk(k: int, stats, dim: int, seed: int) -> np.ndarray:
     walk = c[:, SMOOTH_SECONDS:] - c[:, :-SMOOTH_SECONDS]
     walk *= 0.6 / SMOOTH_SECONDS**0.5
     walk += 0.8 * base
-    x = (walk.reshape(-1, d) * std) @ axes[:d, :dim] + mean
+    return walk
+
+
+def _chunk(k: int, stats, template: np.ndarray, seed: int) -> np.ndarray:
+    """(CHUNK_VIDEOS * VIDEO_SECONDS, dim) float32 descriptors of chunk k (deterministic): the
+    template's videos with their principal coordinates' signs flipped at random per video and
+    chunk (the same distribution up to second order, new videos), scaled and rotated back."""
+    mean, axes, std = stats
+    d = len(std)
+    rng = np.random.default_rng([seed, k + 1])
+    signs = np.where(rng.random((CHUNK_VIDEOS, 1, d)) < 0.5, -1.0, 1.0).astype(np.float32)
+    if k == 0:
+        signs[:] = 1.0
+    z = (template * (signs * std)).reshape(-1, d)
+    x = z @ axes[:d] + mean
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x.astype(np.float32, copy=False)
 
@@ -92,7 +108,8 @@ def _build(hours: float, stats, dim: int, seed: int, num_queries: int, log):
     params = choose_factory(n, dim)
     index = make_index(dim, params)
     t0 = time.perf_counter()
-    first = _chunk(0, stats, dim, seed)
+    template = _template(stats, seed)
+    first = _chunk(0, stats, template, seed)
     queries, truth = _queries(first, dim, seed, num_queries)
     sample = first[:: max(1, len(first) // train_size(params, n))]
     train_index(index, sample, params)
@@ -102,7 +119,7 @@ def _build(hours: float, stats, dim: int, seed: int, num_queries: int, log):
     best = (np.full((len(q), 100), -np.inf, np.float32), np.zeros((len(q), 100), np.int64))
     exact_s = 0.0
     for k in range(chunks):
-        x = first if k == 0 else _chunk(k, stats, dim, seed)
+        x = first if k == 0 else _chunk(k, stats, template, seed)
         ids = np.concatenate([pack_ids(v, np.arange(VIDEO_SECONDS))
                               for v in range(k * CHUNK_VIDEOS, (k + 1) * CHUNK_VIDEOS)])
         index.add_with_ids(x, ids)
