@@ -281,8 +281,12 @@ def index_command(args) -> int:
 
     from .search.index_job import index_main
 
-    if not os.path.exists(args.videos):
-        raise CLIError(f"--videos {args.videos}: no such directory or list file")
+    from .search.indexer import list_videos
+
+    try:
+        args.video_list = list_videos(args.videos)
+    except (OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
     _model_files(args)
     launch(index_main, args.num_gpus, num_machines=args.num_machines,
            machine_rank=args.machine_rank, dist_url=args.dist_url,

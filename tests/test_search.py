@@ -181,3 +181,27 @@ def test_real_archive_ground_truth_lists_every_copy(env, tmp_path):
         assert 0 <= s < e <= 20 and 3 <= e - s <= 6
         for place in q["places"]:  # other copies of the same source footage
             assert all(0 <= a < b <= 20 for a, b in place["segments"])
+
+
+def test_errors_are_one_line(env, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    assert main(["search", "--query", env["copy"], "--index", str(idx), "--output",
+                 str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no index there (run `relocnet index` first)" in err
+    assert index(env, idx, env["videos"] / "v0.mp4") == 2  # neither a folder nor a list
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "v0.mp4: a video; give a directory or a list file" in err
+    archive = tmp_path / "a"
+    archive.mkdir()
+    shutil.copy(env["videos"] / "v0.mp4", archive)
+    assert index(env, idx, archive) == 0
+    other = ["--config-file", env["model"][1], "--weights", "", "--allow-random-weights"]
+    for argv in (["index", "--videos", str(archive), "--index", str(idx), "--no-progress"],
+                 ["search", "--query", env["copy"], "--index", str(idx), "--output",
+                  str(tmp_path / "o")]):
+        capsys.readouterr()
+        assert main(argv + other) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "another" in err, err
+    assert not os.path.exists(tmp_path / "o")

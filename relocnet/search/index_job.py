@@ -21,7 +21,7 @@ from ..engine.feature_cache import model_digest
 from ..engine.inference import load_model
 from .catalog import Catalog, VideoRow
 from .descriptors import video_descriptors
-from .indexer import build_snapshot, index_videos, list_videos
+from .indexer import build_snapshot, index_videos
 
 __all__ = ["index_main", "merge_shards", "model_meta", "summary_lines"]
 
@@ -67,7 +67,8 @@ def _progress(rank: int, total: int, disable: bool) -> Callable[[VideoRow, bool]
 
 
 def index_main(args, cfg, result: Dict[str, Any]) -> None:
-    """One rank's share of `relocnet index` (``result`` gets rank 0's summary in-process)."""
+    """One rank's share of `relocnet index` over ``args.video_list`` (``result`` gets rank 0's
+    summary in-process)."""
     rank, world = comm.get_rank(), comm.get_world_size()
     model = load_model(cfg, args.weights)
     root = os.path.abspath(args.index)
@@ -81,7 +82,7 @@ def index_main(args, cfg, result: Dict[str, Any]) -> None:
     comm.synchronize()
     if rank != 0:
         archive = Catalog(os.path.join(root, "catalog.sqlite"))
-    paths = list_videos(args.videos)
+    paths = args.video_list
     mine = paths[rank::world]
     shard = Catalog(os.path.join(root, f"shard-{rank:04d}.sqlite"))
     t0 = time.perf_counter()

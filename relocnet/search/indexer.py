@@ -33,10 +33,15 @@ def list_videos(source: str) -> List[str]:
     if os.path.isdir(source):
         found = [os.path.join(d, f) for d, _, files in os.walk(source) for f in files
                  if f.lower().endswith(VIDEO_EXTENSIONS) and not f.startswith(".")]
+    elif source.lower().endswith(VIDEO_EXTENSIONS):
+        raise ValueError(f"--videos {source}: a video; give a directory or a list file")
     elif os.path.isfile(source):
         base = os.path.dirname(os.path.abspath(source))
-        with open(source, encoding="utf-8") as f:
-            found = [os.path.join(base, line.strip()) for line in f if line.strip()]
+        try:
+            with open(source, encoding="utf-8") as f:
+                found = [os.path.join(base, line.strip()) for line in f if line.strip()]
+        except UnicodeDecodeError:
+            raise ValueError(f"--videos {source}: not a text list of video paths") from None
     else:
         raise FileNotFoundError(f"--videos {source}: no such directory or list file")
     return sorted({os.path.abspath(p) for p in found})
