@@ -161,9 +161,9 @@ def test_search_finds_a_copy(env, tmp_path):
 
 def test_index_factory_by_size():
     assert choose_factory(1000, 144)["description"] == "Center,L2norm,Flat"
-    assert choose_factory(1000, 1024)["description"] == "PCA256,L2norm,Flat"
+    assert choose_factory(1000, 1024)["description"] == "PCAR256,L2norm,Flat"
     big = choose_factory(36_000_000, 144)
-    assert big["description"].startswith("PCA128,L2norm,IVF") and big["nprobe"] > 0
+    assert big["description"].startswith("PCAR128,L2norm,IVF") and big["nprobe"] > 0
 
 
 def test_real_archive_ground_truth_lists_every_copy(env, tmp_path):

@@ -63,6 +63,7 @@ def parse_args(argv=None):
                    help="an index whose descriptors shape the generated ones (default isotropic)")
     s.add_argument("--queries", type=int, default=25)
     s.add_argument("--search-threads", type=int, default=2, help="FAISS threads while searching")
+    s.add_argument("--build-threads", type=int, default=1, help="FAISS threads while building")
     from relocnet.search.archive_benchmark import add_arguments
 
     add_arguments(sub.add_parser("archive", help="archive search vs exhaustive re-localization"))
@@ -76,13 +77,14 @@ def _archive_scale(args):
     from relocnet.search.catalog import Catalog
     from relocnet.search.scale_benchmark import run_scale_benchmark
 
-    faiss.omp_set_num_threads(1)
+    faiss.omp_set_num_threads(args.build_threads)
     real = None
     if args.stats_index:
         catalog = Catalog(f"{args.stats_index}/catalog.sqlite")
         real = np.concatenate([r.array() for r in catalog.rows() if r.error is None])
     return run_scale_benchmark([float(h) for h in args.hours.split(",")], real=real,
                                queries=args.queries, threads=args.search_threads,
+                               build_threads=args.build_threads,
                                log=lambda m: print(m, file=sys.stderr, flush=True))
 
 

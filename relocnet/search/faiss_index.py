@@ -7,7 +7,10 @@ centring, the backbone's average picture, e.g. its response to a common backgrou
 every similarity). The core index (``choose_factory(n, dim)``): an exact ``Flat`` index up to
 EXACT_MAX vectors (about 70 hours of video); above, ``IVF<nlist>_HNSW32,PQ<m>``: an inverted
 file whose coarse quantizer is an HNSW graph (adding tens of millions of vectors stays cheap),
-with product-quantized codes of ``m`` bytes per second after PCA to at most IVF_DIM dimensions.
+with product-quantized codes of ``m`` bytes per second after PCA to at most IVF_DIM dimensions
+and a random rotation (``PCAR``: it spreads the variance, which real descriptors concentrate in
+a few principal axes, evenly over the PQ sub-vectors; without it, recall 10@100 was 0.63 instead
+of 0.98 on generated descriptors shaped like real ones).
 A vector's id packs the video's position in the snapshot's video list and the second:
 ``video << SECOND_BITS | second``.
 """
@@ -42,7 +45,7 @@ def choose_factory(n: int, dim: int) -> Dict[str, object]:
         nlist = int(np.clip(2 ** round(np.log2(np.sqrt(n) / 2)), 256, 2048))
         m = 32 if d % 32 == 0 else max(k for k in (24, 16, 12, 8, 4, 1) if d % k == 0)
         factory, nprobe = f"IVF{nlist}_HNSW32,PQ{m}", 32
-    pre = f"PCA{pca}" if pca else "Center"
+    pre = f"PCAR{pca}" if pca else "Center"
     return {"factory": factory, "pca": pca, "nprobe": nprobe,
             "description": f"{pre},L2norm,{factory.replace('IDMap2,', '')}"}
 
@@ -75,7 +78,7 @@ def make_index(dim: int, params: Dict[str, object]) -> faiss.Index:
     d = int(params["pca"]) or dim
     core = faiss.index_factory(d, str(params["factory"]), faiss.METRIC_INNER_PRODUCT)
     index = faiss.IndexPreTransform(faiss.NormalizationTransform(d, 2.0), core)
-    index.prepend_transform(faiss.PCAMatrix(dim, d) if params["pca"]
+    index.prepend_transform(faiss.PCAMatrix(dim, d, 0, True) if params["pca"]
                             else faiss.CenteringTransform(dim))
     return index
 

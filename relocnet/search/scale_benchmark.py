@@ -75,18 +75,19 @@ def _chunk(k: int, stats, template: np.ndarray, seed: int) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def _queries(first: np.ndarray, dim: int, seed: int, n: int) -> Tuple[np.ndarray, List]:
-    """Copies of n random spans of the videos of the first chunk (``first``, already generated;
-    every video is drawn the same way): (n, QUERY_SECONDS, dim) and their (video, start)."""
+def _queries(template: np.ndarray, stats, seed: int, n: int) -> Tuple[np.ndarray, List]:
+    """Copies of n random spans of the first chunk's videos (every video is drawn the same way):
+    noise like the descriptors' own variation (in principal coordinates, scaled by their standard
+    deviations) so that a copy's centred cosine to its source is about COPY_COSINE.
+    Returns (n, QUERY_SECONDS, dim) and their (video, start)."""
+    mean, axes, std = stats
     rng = np.random.default_rng([seed, 10**6])
     where = [(int(rng.integers(CHUNK_VIDEOS)), int(rng.integers(VIDEO_SECONDS - QUERY_SECONDS)))
              for _ in range(n)]
-    x = first.reshape(CHUNK_VIDEOS, VIDEO_SECONDS, dim)
-    out = np.stack([x[v, s : s + QUERY_SECONDS] for v, s in where])
-    sigma = np.sqrt(1 / COPY_COSINE**2 - 1) / np.sqrt(dim)
-    out = out + rng.standard_normal(out.shape, dtype=np.float32) * sigma
-    out /= np.linalg.norm(out, axis=2, keepdims=True)
-    return out, where
+    z = np.stack([template[v, s : s + QUERY_SECONDS] for v, s in where])
+    z = z + rng.standard_normal(z.shape, dtype=np.float32) * np.sqrt(1 / COPY_COSINE**2 - 1)
+    x = (z * std) @ axes[: len(std)] + mean
+    return (x / np.linalg.norm(x, axis=2, keepdims=True)).astype(np.float32), where
 
 
 def _exact_topk(best: Tuple[np.ndarray, np.ndarray], q: np.ndarray, x: np.ndarray,
@@ -110,7 +111,7 @@ def _build(hours: float, stats, dim: int, seed: int, num_queries: int, log):
     t0 = time.perf_counter()
     template = _template(stats, seed)
     first = _chunk(0, stats, template, seed)
-    queries, truth = _queries(first, dim, seed, num_queries)
+    queries, truth = _queries(template, stats, seed, num_queries)
     sample = first[:: max(1, len(first) // train_size(params, n))]
     train_index(index, sample, params)
     mean = sample.mean(0)
@@ -133,7 +134,7 @@ def _build(hours: float, stats, dim: int, seed: int, num_queries: int, log):
     return index, params, queries, truth, best[1], n, build_s
 
 
-def _search(index, queries: np.ndarray, n_videos: int, threads: int):
+def _search(index, queries: np.ndarray, n_videos: int, threads: int, build_threads: int):
     """Per-query seconds of coarse search (+ voting), the index's ids and first candidates."""
     faiss.omp_set_num_threads(threads)
     times, all_ids, firsts = [], [], []
@@ -146,7 +147,7 @@ def _search(index, queries: np.ndarray, n_videos: int, threads: int):
         times.append(time.perf_counter() - t)
         all_ids.append(ids)
         firsts.append(cands[0] if cands else None)
-    faiss.omp_set_num_threads(1)
+    faiss.omp_set_num_threads(build_threads)
     return times, np.concatenate(all_ids), firsts
 
 
@@ -158,7 +159,7 @@ def _index_bytes(index) -> int:
 
 def run_scale_benchmark(hours: List[float], *, real: Optional[np.ndarray] = None,
                         dim: int = 144, queries: int = 25, threads: int = 2, seed: int = 0,
-                        log=print) -> Tuple[str, Dict[str, Any]]:
+                        build_threads: int = 1, log=print) -> Tuple[str, Dict[str, Any]]:
     """Build and search a generated archive of each size; (table text, result dict)."""
     stats = descriptor_stats(real) if real is not None else (
         np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32), np.ones(dim, np.float32))
@@ -166,7 +167,7 @@ def run_scale_benchmark(hours: List[float], *, real: Optional[np.ndarray] = None
     rows = []
     for h in hours:
         index, params, qv, truth, exact, n, build_s = _build(h, stats, dim, seed, queries, log)
-        times, got, firsts = _search(index, qv, n // VIDEO_SECONDS, threads)
+        times, got, firsts = _search(index, qv, n // VIDEO_SECONDS, threads, build_threads)
         r1 = float(np.mean(got[:, 0] == exact[:, 0]))
         r10 = float(np.mean([len(set(e[:10]) & set(g)) / 10 for e, g in zip(exact, got)]))
         found = float(np.mean([f is not None and f.video == v and abs(f.start - s) <= 2
