@@ -16,6 +16,7 @@ included in ``end_to_end``). Prediction files go to ``--output`` for tools/evalu
 import argparse
 import os
 import statistics
+import sys
 import time
 from typing import Any, Dict, List
 
@@ -105,6 +106,8 @@ def run_archive_benchmark(args):
             times["exhaustive"].append(time.perf_counter() - t1)
             preds["exhaustive"][q["query_id"]] = ex
             coverage.append(_covered(ex[0], preds["fine"][q["query_id"]], args.margin))
+        print(f"archive benchmark: query {len(preds['fine'])}/{len(truth)} done",
+              file=sys.stderr, flush=True)
     return _report(args, truth, preds, times, coverage, snapshot.meta)
 
 
