@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from relocnet.data.synthetic.generate import generate  # noqa: E402
 from relocnet.data.synthetic.plan import PRESETS  # noqa: E402
+from relocnet.utils.fileio import terminate_as_interrupt  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -25,8 +26,9 @@ def main(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace an existing dataset directory")
     args = ap.parse_args(argv)
     try:
-        manifest = generate(args.output, args.seed, args.preset, workers=args.workers,
-                            overwrite=args.overwrite)
+        with terminate_as_interrupt():  # SIGTERM removes the half-rendered temp directory
+            manifest = generate(args.output, args.seed, args.preset, workers=args.workers,
+                                overwrite=args.overwrite)
     except FileExistsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

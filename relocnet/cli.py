@@ -12,15 +12,15 @@
 
 Without boxes: temporal mode (a RelocTemporal config); with boxes: spatio-temporal (RelocRCNN).
 Results go to DIR only when everything succeeded: they are written to DIR.tmp-* first, then
-renamed. Problems print one line ``relocnet: error: ...`` on stderr and exit non-zero.
+renamed; DIR must be new, empty or an earlier result (relocnet/engine/output_dir.py), and one run
+at a time may write it. SIGTERM and Ctrl-C remove the temp directory. Problems print one line
+``relocnet: error: ...`` on stderr and exit non-zero.
 """
 import argparse
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from typing import Dict, List, Optional
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    p.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ... (anywhere on the line)")
     _add_index_parser(sub)
     _add_search_parser(sub)
     return ap
@@ -74,7 +74,7 @@ def _add_model_args(p) -> None:
                    help="run without trained weights (tests only: the results mean nothing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    p.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ... (anywhere on the line)")
 
 
 def _add_index_parser(sub) -> None:
@@ -108,6 +108,16 @@ def _add_search_parser(sub) -> None:
     p.add_argument("--no-fine", action="store_true", help="coarse stage only")
     p.add_argument("--output", required=True, help="output directory")
     _add_model_args(p)
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    """Options may come before, between or after the KEY VALUE config overrides."""
+    args, extra = build_parser().parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("--")]
+    if unknown:
+        raise CLIError(f"unrecognized arguments: {' '.join(unknown)}")
+    args.opts = list(args.opts or []) + extra
+    return args
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -167,7 +177,13 @@ def _resolve_defaults(args) -> str:
     for what, path in (("query video", args.query), ("reference video", args.reference),
                        ("config file", args.config_file), ("weights", args.weights)):
         if path and not os.path.isfile(path):
-            raise CLIError(f"{what} {path}: file not found")
+            problem = ("is a directory, not a file" if os.path.isdir(path) else
+                       "not a regular file" if os.path.exists(path) else "file not found")
+            raise CLIError(f"{what} {path}: {problem}")
+    if not args.no_cache:
+        from .engine.feature_cache import cache_max_bytes
+
+        cache_max_bytes()  # a bad $RELOCNET_CACHE_MAX_GB fails here, before any work
     if not args.weights and not args.allow_random_weights:
         raise CLIError("no trained weights: pass --weights W (--allow-random-weights runs an "
                        "untrained model, whose results mean nothing)")
@@ -195,38 +211,11 @@ def _config(args, mode: str):
     return cfg
 
 
-def _prepare_output(path: str) -> str:
-    """A fresh temp directory next to ``path``; ``path`` must be absent, empty or a relocnet
-    result (it is replaced only on success)."""
-    path = os.path.abspath(path)
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise CLIError(f"--output {path} exists and is not a directory")
-        if os.listdir(path) and not os.path.isfile(os.path.join(path, "results.json")):
-            raise CLIError(f"--output {path} exists and is not a relocnet result; choose "
-                           "another directory")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent)
-
-
-def _publish(tmp: str, path: str) -> None:
-    """Replace ``path`` by the finished ``tmp`` directory."""
-    path = os.path.abspath(path)
-    old = None
-    if os.path.exists(path):
-        old = tempfile.mkdtemp(prefix=os.path.basename(path) + ".old-", dir=os.path.dirname(path))
-        os.rmdir(old)
-        os.rename(path, old)
-    os.rename(tmp, path)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # ----------------------------------------------------------------------------- the command
 
 
 def relocalize_command(args) -> int:
+    from .engine.output_dir import claim_output, publish
     from .engine.runner import run_relocalization
 
     t0 = time.perf_counter()
@@ -238,13 +227,9 @@ def relocalize_command(args) -> int:
         first = int(args.query_start or 0)
         boxes = {first: [_parse_box(b) for b in args.query_box]}
     cfg = _config(args, mode)
-    tmp = _prepare_output(args.output)
-    try:
+    with claim_output(args.output) as tmp:
         summary = run_relocalization(args, cfg, mode, boxes, tmp, t0)
-        _publish(tmp, args.output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        publish(tmp, args.output)
     out = os.path.abspath(args.output)
     for line in summary:
         print(line)
@@ -295,6 +280,7 @@ def index_command(args) -> int:
 
 
 def search_command(args) -> int:
+    from .engine.output_dir import claim_output, publish
     from .search.search_job import run_search
     from .search.snapshot import load_snapshot
 
@@ -308,13 +294,9 @@ def search_command(args) -> int:
     _model_files(args, {"config_file": meta["config_file"], "weights": meta["weights"]}
                  if os.path.isfile(meta.get("config_file", "")) else None)
     cfg = _temporal_cfg(args)
-    tmp = _prepare_output(args.output)
-    try:
+    with claim_output(args.output) as tmp:
         summary = run_search(args, cfg, snapshot, tmp, t0)
-        _publish(tmp, args.output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        publish(tmp, args.output)
     for line in summary:
         print(line)
     print(f"report: {os.path.join(os.path.abspath(args.output), 'report.html')}")
@@ -324,9 +306,12 @@ def search_command(args) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the `relocnet` console script; returns the exit code."""
     from .data.video import VideoDecodeError
+    from .engine.feature_cache import CacheError
     from .engine.inference import InputError, WeightsError
+    from .engine.output_dir import OutputDirError
     from .search.catalog import CatalogError
     from .search.snapshot import SnapshotError
+    from .utils.fileio import Terminated, terminate_as_interrupt
 
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
@@ -334,17 +319,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     try:
-        args = build_parser().parse_args(argv)
-        command = {"relocalize": relocalize_command, "index": index_command,
-                   "search": search_command}[args.command]
-        return command(args)
-    except (CLIError, InputError, WeightsError, VideoDecodeError, OSError, CatalogError,
-            SnapshotError) as exc:
+        with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C: no temp dir is left
+            args = parse_args(argv)
+            command = {"relocalize": relocalize_command, "index": index_command,
+                       "search": search_command}[args.command]
+            return command(args)
+    except (CLIError, InputError, WeightsError, VideoDecodeError, OutputDirError, CacheError,
+            OSError, CatalogError, SnapshotError) as exc:
         _error(str(exc))
         return 2 if isinstance(exc, CLIError) else 1
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        _error(str(exc) if isinstance(exc, Terminated) else "interrupted")
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:
         if debug:
             raise

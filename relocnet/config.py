@@ -39,6 +39,9 @@ def add_relocnet_config(cfg: CN) -> None:
     # multiple-instance loss: the max over locations must name the query's class). RelocRCNN
     # always classifies its matching reference actors (their ground-truth boxes).
     _C.MODEL.RELOC.AUX_REFERENCE = False
+    # RelocTemporal inference: relative query boxes (x0, y0, x1, y1) also matched, zoomed to the
+    # input size; a query second scores its best view (copies shown small, picture in picture)
+    _C.MODEL.RELOC.QUERY_CROPS = []
     _C.MODEL.RELOC.QUERY_POOLING = "mean"  # how valid query seconds are combined: mean | max | seconds (temporal)
 
     # Micro spatio-temporal branch (eqs. 2-5)
@@ -54,8 +57,17 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.MACRO.HIDDEN = 64  # channels of the ConvLSTM states c, h, hh
     _C.MODEL.RELOC.MACRO.KERNEL = 3  # ConvLSTM kernel size
 
-    # Spatial branch (eq. 1): detectron2's ResNet configured by MODEL.RESNETS, output res4.
-    _C.MODEL.RELOC.SPATIAL_WEIGHTS = ""  # ImageNet ResNet checkpoint (torchvision or d2): path/URL
+    # Spatial branch (eq. 1): a detectron2 backbone with a stride-16 "res4" output, by name:
+    # build_relocnet_resnet_backbone (MODEL.RESNETS) | build_efficientnet_lite_backbone
+    _C.MODEL.RELOC.SPATIAL_NAME = "build_relocnet_resnet_backbone"
+    # ImageNet checkpoint of the spatial branch (and of EfficientNetLite3D): path, URL or
+    # model_zoo:NAME (relocnet.model_zoo.PRETRAINED); ResNet: torchvision or detectron2 layout
+    _C.MODEL.RELOC.SPATIAL_WEIGHTS = ""
+    # average each EfficientNet branch's features with its mirror image's (mirror-invariant matching)
+    _C.MODEL.RELOC.MIRROR_AVERAGE = False
+    _C.MODEL.RELOC.EFFICIENTNET = CN()
+    _C.MODEL.RELOC.EFFICIENTNET.VARIANT = "lite0"  # lite0 | lite1 | lite2
+    _C.MODEL.RELOC.EFFICIENTNET.FROZEN = True  # ImageNet weights kept (features can be cached)
 
     # Correlation (eq. 15)
     _C.MODEL.RELOC.CORR = CN()
@@ -68,6 +80,9 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.POOLER_RESOLUTION = 14
     _C.MODEL.RELOC.POOLER_SAMPLING_RATIO = 0
     _C.MODEL.RELOC.HEAD = CN()
+    _C.MODEL.RELOC.HEAD.NAME = "CorrelationHead"  # RELOC_HEAD_REGISTRY: CorrelationHead | ChamferHead
+    _C.MODEL.RELOC.HEAD.SCALE = 20.0  # ChamferHead: initial logit = SCALE * (similarity - OFFSET)
+    _C.MODEL.RELOC.HEAD.OFFSET = 0.6
     _C.MODEL.RELOC.HEAD.CHANNELS = 512  # channels of the ResNet stage over correlation maps
     _C.MODEL.RELOC.HEAD.NUM_BLOCKS = 2  # bottleneck blocks in that stage
     _C.MODEL.RELOC.HEAD.SCORE = "stage"  # match logit: "stage" (paper, eq. 18) | "similarity"
@@ -91,3 +106,6 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.DECODER.NAME = "runs"  # "paper": first..last matched second | "runs"
     _C.MODEL.RELOC.DECODER.THRESHOLD = 0.5  # a second matches when its score exceeds this
     _C.MODEL.RELOC.DECODER.TOP_K = 5  # segments returned per pair
+    # "found" when the top segment's match probability reaches this; a buffer of the model, so a
+    # checkpoint's calibrated value (tools/calibrate.py) replaces it when the weights load
+    _C.MODEL.RELOC.MATCH_THRESHOLD = 0.5

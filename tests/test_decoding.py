@@ -66,3 +66,27 @@ def test_average_by_second_and_padding():
     x = torch.ones(2, 3)
     assert pad_seconds(x, 4).tolist() == [[1.0] * 3] * 2 + [[0.0] * 3] * 2
     assert pad_seconds(x, 1) is x
+
+
+def test_alignment_decoder_lays_the_query_seconds_in_order():
+    from relocnet.modeling.decoding import decode_alignment
+
+    p = torch.full((10, 3), 0.1)
+    # seconds 4, 5, 6 match query seconds 0, 1, 2; second 3 looks like query second 0 too (the
+    # same shot a moment earlier): a per-second threshold would glue it on, the alignment not
+    p[3, 0] = 0.9
+    p[4, 0], p[5, 1], p[6, 2] = 0.9, 0.8, 0.7
+    segs, scores = decode_alignment(p, torch.arange(10) + 100, top_k=2)
+    assert segs.tolist()[0] == [104.0, 107.0]
+    assert scores[0].item() == pytest.approx(0.8)
+    assert len(segs) == 2 and (segs[1, 1] <= 104 or segs[1, 0] >= 107)  # no overlap
+    # a query longer than the reference aligns its first seconds
+    segs, scores = decode_alignment(torch.full((2, 5), 0.5), torch.arange(2), top_k=3)
+    assert segs.tolist() == [[0.0, 2.0]] and scores.tolist() == [0.5]
+
+
+def test_alignment_decoder_needs_per_query_second_scores():
+    from relocnet.modeling.decoding import decode_segments
+
+    with pytest.raises(ValueError, match="alignment"):
+        decode_segments(torch.rand(5), torch.arange(5), name="alignment", threshold=0.5, top_k=1)

@@ -41,7 +41,7 @@ def temporal_case():
           _pair("p4", "x", (0, 30), [[0, 4], [10, 20]]),
           _pair("p5", "x", (0, 30), [[5, 9]])]
     preds = {
-        # tie at 0.9: the first entry wins -> [10, 20] vs GT [10, 20]: tIoU 1
+        # tie at 0.9: each is the top-1 with weight 1/2 -> tIoU 1 and 0
         "p1": [{"segment": [10, 20], "score": 0.9}, {"segment": [0, 5], "score": 0.9}],
         # top-1 is [0, 5] (0.8 > 0.2); vs [0, 10]: inter 5 / union 10 = 0.5 exactly
         "p2": [{"segment": [30, 40], "score": 0.2}, {"segment": [0, 5], "score": 0.8}],
@@ -53,12 +53,12 @@ def temporal_case():
     return gt, preds
 
 
-# tIoUs: [1.0, 0.5, 0, 0.8, 0], n = 5
-# > 0.5: {1.0, 0.8} -> 2/5 = 40 %; > 0.6: 40; > 0.7: 40; > 0.8: {1.0} (0.8 is not > 0.8) -> 20;
-# > 0.9: 20; mean = (40 + 40 + 40 + 20 + 20) / 5 = 32; mean tIoU = 2.3 / 5 = 0.46 -> 46 %
-TEMPORAL_EXPECTED = {"R@1,tIoU>0.5": 40.0, "R@1,tIoU>0.6": 40.0, "R@1,tIoU>0.7": 40.0,
-                     "R@1,tIoU>0.8": 20.0, "R@1,tIoU>0.9": 20.0,
-                     "mean R@1 (tIoU 0.5:0.9)": 32.0, "mean tIoU": 46.0, "num_pairs": 5}
+# tIoUs: [{1.0, 0} half each, 0.5, 0, 0.8, 0], n = 5
+# > 0.5: 0.5 (p1) + 1 (p4) -> 1.5/5 = 30 %; > 0.6: 30; > 0.7: 30; > 0.8: 0.5 (p1; 0.8 is not
+# > 0.8) -> 10; > 0.9: 10; mean = (30 + 30 + 30 + 10 + 10) / 5 = 22; mean tIoU = 1.8 / 5 -> 36 %
+TEMPORAL_EXPECTED = {"R@1,tIoU>0.5": 30.0, "R@1,tIoU>0.6": 30.0, "R@1,tIoU>0.7": 30.0,
+                     "R@1,tIoU>0.8": 10.0, "R@1,tIoU>0.9": 10.0,
+                     "mean R@1 (tIoU 0.5:0.9)": 22.0, "mean tIoU": 36.0, "num_pairs": 5}
 
 G = [0, 0, 10, 10]
 
@@ -134,10 +134,11 @@ def test_strict_threshold_and_ties():
     assert m["R@1,tIoU>0.5"] == 0.0 and m["mean tIoU"] == pytest.approx(50.0)
     m = temporal_metrics(gt, {"p": [{"segment": [0, 6], "score": 1.0}]})
     assert m["R@1,tIoU>0.5"] == 100.0 and m["R@1,tIoU>0.6"] == 0.0
-    # tie in score: the first entry in file order is the top-1
+    # tie in score: each tied entry is the top-1 with weight 1/2, whatever the order
     tied = [{"segment": [20, 25], "score": 0.5}, {"segment": [0, 10], "score": 0.5}]
-    assert pair_tiou([[0, 10]], tied) == 0.0
-    assert pair_tiou([[0, 10]], tied[::-1]) == 1.0
+    assert pair_tiou([[0, 10]], tied) == pair_tiou([[0, 10]], tied[::-1]) == 0.5
+    m = temporal_metrics(gt, {"p": tied})
+    assert m["R@1,tIoU>0.9"] == 50.0 and m == temporal_metrics(gt, {"p": tied[::-1]})
 
 
 def test_temporal_empty_predictions_and_no_pairs():
@@ -187,19 +188,17 @@ def test_duplicates_and_best_match_rule():
 
 
 def test_fps_eval_scaling():
-    # one GT at second 1; a (0.9, IoU 1) and b (0.9, IoU 0) tie -> order a, b
+    # one GT at second 1; a (0.9, IoU 1) and b (0.9, IoU 0) tie: one operating point
     gt = [_pair("p", "A", (0, 5), [[1, 2]], {1: [G]})]
     preds = {"p": [{"second": 1, "box": G, "score": 0.9},
                    {"second": 1, "box": [20, 20, 30, 30], "score": 0.9}]}
-    # fps 1: TP, FP with 1 GT -> AP 1
-    assert spatio_temporal_metrics(gt, preds)["AP@0.5"] == pytest.approx(100.0)
-    # fps 3: frames a b a' b' a'' b'': TP FP TP FP TP FP with 3 GT
-    #   R = 1/3, 1/3, 2/3, 2/3, 1, 1; P = 1, 1/2, 2/3, 1/2, 3/5, 1/2
-    #   monotone P at the recall steps: 1, 2/3, 3/5 -> AP = (1 + 2/3 + 3/5) / 3 = 34/45
+    # fps 1: {TP, FP} at one score with 1 GT -> recall 1 at precision 1/2 -> AP 0.5
+    assert spatio_temporal_metrics(gt, preds)["AP@0.5"] == pytest.approx(50.0)
+    # fps 3: frames a b a' b' a'' b'': 3 TP and 3 FP at one score with 3 GT -> R 1, P 1/2
     scores, flags, num_gt = label_detections(gt, preds, 0.5, fps_eval=3)["A"]
     assert num_gt == 3 and flags == [True, False] * 3
     m = spatio_temporal_metrics(gt, preds, fps_eval=3)
-    assert m["AP@0.5"] == pytest.approx(100 * 34 / 45)
+    assert m["AP@0.5"] == pytest.approx(50.0)
     # distinct scores: the k copies keep the same curve -> AP unchanged (100)
     preds["p"][1]["score"] = 0.8
     assert spatio_temporal_metrics(gt, preds, fps_eval=3)["AP@0.5"] == pytest.approx(100.0)
@@ -396,15 +395,15 @@ def test_cli_by_label_scores_each_label_on_its_own_pairs(tmp_path, capsys):
     cli = _load_cli()
     gt, preds = temporal_case()
     for p in gt[3:]:
-        p["label"] = "y"  # label x: p1-p3 (tIoU 1, 0.5, 0); label y: p4, p5 (tIoU 0.8, 0)
+        p["label"] = "y"  # label x: p1-p3 (tIoU 1|0 tied, 0.5, 0); y: p4, p5 (tIoU 0.8, 0)
     pairs, pred = _files(tmp_path, "temporal", gt, preds)
     assert cli.main(["--pairs", pairs, "--predictions", pred, "--by-label"]) == 0
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert_metrics({k: v for k, v in got.items() if "/" not in k}, TEMPORAL_EXPECTED)
-    # x: > 0.5 only tIoU 1 -> 1/3 at every threshold; mean tIoU 1.5 / 3 = 50 %
-    assert got["R@1,tIoU>0.5/x"] == pytest.approx(100 / 3)
-    assert got["R@1,tIoU>0.9/x"] == pytest.approx(100 / 3)
-    assert got["mean tIoU/x"] == pytest.approx(50.0)
+    # x: > 0.5 only p1's half -> 1/6 at every threshold; mean tIoU (0.5 + 0.5) / 3
+    assert got["R@1,tIoU>0.5/x"] == pytest.approx(100 / 6)
+    assert got["R@1,tIoU>0.9/x"] == pytest.approx(100 / 6)
+    assert got["mean tIoU/x"] == pytest.approx(100 / 3)
     assert got["num_pairs/x"] == 3
     # y: 0.8 > 0.5, 0.6, 0.7 but not > 0.8 -> 50, 50, 50, 0, 0; mean 30; mean tIoU 40
     assert got["R@1,tIoU>0.7/y"] == pytest.approx(50.0)

@@ -78,7 +78,8 @@ def evaluate(args):
                          f"{args.pairs} is temporal")
     fps = 1 if args.fps_eval is None else args.fps_eval
     check_fps_eval(fps)
-    preds = load_predictions(args.predictions, task, pair_ids=[p["pair_id"] for p in gt])
+    preds = load_predictions(args.predictions, task, spans={
+        p["pair_id"]: (p["reference"]["start"], p["reference"]["end"]) for p in gt})
     try:
         if task == "temporal":
             metrics = temporal_metrics(gt, preds)

@@ -9,9 +9,10 @@ weight); the file is written to a temporary name and renamed, so a failed export
 import argparse
 import os
 import sys
-import tempfile
 
 import torch
+
+from relocnet.utils.fileio import atomic_path
 
 
 def main(argv=None) -> int:
@@ -19,21 +20,18 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoint")
     ap.add_argument("output")
     args = ap.parse_args(argv)
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: torch/pickle raise many types
+        print(f"error: cannot read {args.checkpoint}: {type(exc).__name__}: "
+              f"{str(exc).splitlines()[0][:160] if str(exc) else 'unreadable'}", file=sys.stderr)
+        return 1
     model = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(model, dict) or not model:
         print(f"error: {args.checkpoint} has no 'model' state dict", file=sys.stderr)
         return 1
-    d = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=d)
-    os.close(fd)
-    try:
+    with atomic_path(args.output) as tmp:
         torch.save({"model": model, "__author__": "relocnet"}, tmp)
-        os.replace(tmp, args.output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     print(f"{args.output}: {len(model)} tensors, {os.path.getsize(args.output) / 2**20:.1f} MiB")
     return 0
 

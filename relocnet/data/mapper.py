@@ -15,7 +15,6 @@ import copy
 import hashlib
 import math
 import os
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 
+from ..utils.fileio import atomic_open
 from .video import probe_video, read_subclips
 
 __all__ = ["RelocPairMapper", "DecodedVideoCache", "seconds_of_span", "match_vector"]
@@ -63,6 +63,26 @@ def _query_boxes(boxes: Dict[int, Any], seconds: Sequence[int]) -> np.ndarray:
     return out
 
 
+class SeededDraws:
+    """Mixin: ``_next_rng()`` gives the generator of (``self.seed``, call number) for mappers
+    called without an ``rng`` (the Trainer always passes one per sample position). A mapper
+    built with ``seed=None`` draws its base seed once, from fresh entropy."""
+
+    seed: Optional[int] = None
+    _calls: int = 0
+
+    def _next_rng(self) -> np.random.Generator:
+        if self.seed is None:
+            self.seed = int(np.random.SeedSequence().entropy % 2**63)
+        self._calls += 1
+        return np.random.default_rng([self.seed, self._calls])
+
+
+def config_seed(cfg) -> Optional[int]:
+    """cfg.SEED when it fixes the run (>= 0), else None."""
+    return int(cfg.SEED) if cfg.SEED >= 0 else None
+
+
 class DecodedVideoCache:
     """Whole videos decoded once at (fps, size) into ``.npy`` files, read back by memory map.
 
@@ -87,15 +107,8 @@ class DecodedVideoCache:
             return None
         frames = read_subclips(path, self.fps, self.size)
         os.makedirs(self.directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, frames)
-            os.replace(tmp, entry)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_open(entry, "wb") as f:
+            np.save(f, frames)
         return frames
 
     def read(self, path: str, first: int, stop: int) -> np.ndarray:
@@ -108,7 +121,7 @@ class DecodedVideoCache:
         return np.asarray(np.load(self._entry(path), mmap_mode="r")[first:stop])
 
 
-class RelocPairMapper:
+class RelocPairMapper(SeededDraws):
     """Decode and prepare one query/reference pair for the models."""
 
     @configurable
@@ -125,8 +138,10 @@ class RelocPairMapper:
         color_jitter: float = 0.0,
         hflip_prob: float = 0.0,
         decode_cache: str = "",
+        seed: Optional[int] = None,
     ):
         assert task in ("temporal", "spatio_temporal"), task
+        self.seed = seed
         self.is_train = is_train
         self.task = task
         self.fps = fps
@@ -154,6 +169,7 @@ class RelocPairMapper:
             color_jitter=v.COLOR_JITTER if is_train else 0.0,
             hflip_prob=v.HFLIP_PROB if is_train else 0.0,
             decode_cache=v.DECODE_CACHE,
+            seed=config_seed(cfg),
         )
 
     # ------------------------------------------------------------------ reference window
@@ -181,9 +197,14 @@ class RelocPairMapper:
         return np.clip(out, 0, 255).astype(np.uint8)
 
     # ------------------------------------------------------------------ main
-    def __call__(self, record: Dict[str, Any]) -> Dict[str, Any]:
+    def __call__(self, record: Dict[str, Any], rng: Optional[np.random.Generator] = None
+                 ) -> Dict[str, Any]:
+        """``rng``: the generator of every random draw (the Trainer gives one per sample
+        position); default: test mode draws nothing random, training draws from the mapper's
+        own stream of (``seed``, call number)."""
         record = copy.deepcopy(record)
-        rng = np.random.default_rng() if self.is_train else np.random.default_rng(0)
+        if rng is None:
+            rng = np.random.default_rng(0) if not self.is_train else self._next_rng()
         h, w = self.size
         q, r = record["query"], record["reference"]
         ref_info = probe_video(r["video"])

@@ -18,10 +18,11 @@ file's directory unless absolute. Ground-truth ``segments`` lie inside the refer
 
 In memory, second keys are ``int``; files store them as JSON strings.
 """
-import json
+import math
 import os
-import tempfile
 from typing import Any, Dict, List
+
+from ..utils.fileio import read_json, write_json_atomic
 
 TASKS = ("temporal", "spatio_temporal")
 
@@ -38,8 +39,8 @@ def _fail(path: str, where: str, problem: str):
 
 
 def _number(path, where, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(path, where, f"expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(path, where, f"expected a finite number, got {value!r}")
     return float(value)
 
 
@@ -90,7 +91,7 @@ def _span(path, where, d, require_boxes: bool) -> Dict[str, Any]:
             t = _second_key(path, f"{where}.boxes", key)
             if not (start - 1 < t < end):
                 _fail(path, f"{where}.boxes[{key}]", f"second {t} lies outside [{start}, {end}]")
-            if box and isinstance(box[0], (list, tuple)):  # D >= 1 query objects
+            if isinstance(box, list) and box and isinstance(box[0], (list, tuple)):  # D >= 1
                 parsed[t] = [_box(path, f"{where}.boxes[{key}]", b) for b in box]
             else:
                 parsed[t] = _box(path, f"{where}.boxes[{key}]", box)
@@ -171,14 +172,7 @@ def validate_pairs(data: Any, path: str = "<pairs>") -> Dict[str, Any]:
 
 def load_pairs(path: str) -> Dict[str, Any]:
     """Read and validate a pair file. Raises PairFileError with the file name on any problem."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise PairFileError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PairFileError(f"{path}: not valid JSON ({e})") from None
-    return validate_pairs(data, path)
+    return validate_pairs(read_json(path, PairFileError), path)
 
 
 def resolve_video(pair_file: str, video: str) -> str:
@@ -197,36 +191,6 @@ def seconds_to_segments(seconds) -> List[List[int]]:
         else:
             segs.append([t, t + 1])
     return segs
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    return obj
-
-
-def write_json_atomic(path: str, data: Any, indent=None) -> None:
-    """Write JSON so that a reader never sees a half-written file (temp file + rename)."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_jsonable(data), f, indent=indent)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_pairs(path: str, task: str, pairs: List[Dict[str, Any]], **extra) -> None:

@@ -29,7 +29,7 @@ from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .datasets import VIDEO_EXTENSIONS
-from .mapper import DecodedVideoCache, match_vector
+from .mapper import DecodedVideoCache, SeededDraws, config_seed, match_vector
 from .video import probe_video
 
 __all__ = ["SelfSupervisedPairMapper", "register_video_folder", "load_video_folder",
@@ -202,7 +202,7 @@ def augment_query(frames: np.ndarray, rng: np.random.Generator, fps: int,
 
 
 # ---------------------------------------------------------------------------- mapper
-class SelfSupervisedPairMapper:
+class SelfSupervisedPairMapper(SeededDraws):
     """A video-folder record -> a temporal training pair (see the module docstring)."""
 
     @configurable
@@ -238,7 +238,7 @@ class SelfSupervisedPairMapper:
                     min_query_seconds=v.MIN_QUERY_SECONDS,
                     reference_seconds=v.REFERENCE_SECONDS, decode_cache=v.DECODE_CACHE,
                     positive_prob=s.POSITIVE_PROB, speed_range=tuple(s.SPEED_RANGE),
-                    strength=s.STRENGTH)
+                    strength=s.STRENGTH, seed=config_seed(cfg))
 
     def _plan(self, seconds: int, rng) -> Tuple[int, int, int, int]:
         """(window start, window length, query source start, query source length) in seconds."""
@@ -261,8 +261,10 @@ class SelfSupervisedPairMapper:
         q0 = int(rng.integers(max(0, w0 - src + 1), min(seconds - src, w0 + k - 1) + 1))
         return w0, k, q0, src
 
-    def __call__(self, record: Dict[str, Any]) -> Dict[str, Any]:
-        rng = np.random.default_rng(self.seed)
+    def __call__(self, record: Dict[str, Any], rng: Optional[np.random.Generator] = None
+                 ) -> Dict[str, Any]:
+        """``rng``: the generator of every random draw (default: the mapper's own stream)."""
+        rng = self._next_rng() if rng is None else rng
         path, seconds = record["video"], int(record["seconds"])
         w0, k, q0, src = self._plan(seconds, rng)
         lq = int(np.clip(round(src / rng.uniform(*self.speed_range)), self.min_query_seconds,

@@ -27,12 +27,26 @@ single-threaded so that errors are pinned to their packets. A sample is bad when
 - no frame covers it: the stream ends before the container's duration (truncation), or, in
   containers without a per-frame index (MKV, WebM, TS), no frame for max(2 frame intervals,
   0.5 s). MP4/MOV index every frame, so a long hold there is a real variable-frame-rate hold
-  (missing frames show up as packets without pictures instead).
+  (missing frames show up as packets without pictures instead);
+- in MPEG-TS, its packet follows lost transport packets (a continuity-counter jump or a lost
+  sync byte, ``relocnet/data/video_ts.py``): FFmpeg resynchronizes and conceals such holes.
+
+The decoder outputs pictures in presentation order; timestamps only label them: the k-th picture
+out is shown at the k-th smallest timestamp (AVI with packed B-frames, as Xvid/DivX write them,
+labels each picture with the pts of the packet that released it). A file whose header states
+more frames than its packets hold (an AVI cut short) is read at the header's length, so the cut
+is reported as truncation; an MPEG-TS file whose size is not a whole number of transport packets
+was cut short, and a request that reaches its end reports the last second as bad.
 
 Not detected: corruption the decoder accepts without error or flag (e.g. flipped bits in
-residual data), holes shorter than the tolerance that an MKV/TS demuxer skips silently, and
-truncation of a file whose header carries no duration (MPEG-TS). Damage is judged at the
-requested samples: at a low fps, a damaged frame that no sample shows is not reported.
+residual data), holes shorter than the tolerance that an MKV/WebM demuxer skips silently, and
+an MPEG-TS cut exactly at a packet boundary (the format states no length). AVI has no
+presentation times: with B-frames FFmpeg starts its clock one frame late (frame k shows at
+(k + 1) / fps). After a seek, pictures that the decoder drops before its first output are
+leading pictures (open GOP; in packed AVI the B-frames before the keyframe), not damage; in a
+packed AVI the first sample after a seek may therefore show the keyframe one frame early.
+Damage is judged at the requested samples: at a low fps, a damaged frame that no sample shows
+is not reported.
 Falsely reported: a variable-frame-rate MKV/WebM/TS holding one frame longer than the
 tolerance (those containers cannot tell a hold from a skipped hole); remux it to MP4
 (``ffmpeg -i in.mkv -c copy out.mp4``) to read it.

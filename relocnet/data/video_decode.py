@@ -4,13 +4,15 @@ import heapq
 import itertools
 import math
 from bisect import bisect_right, insort
+from collections import deque
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import av
 import cv2
 import numpy as np
 
-from .video_probe import (_EPS, _REORDER, VideoDecodeError, VideoInfo, _info, _mp4_problem,
+from .video_ts import ends_mid_packet, ts_breaks
+from .video_probe import (_EPS, _OVERTAKE, _REORDER, VideoDecodeError, VideoInfo, _info, _mp4_problem,
                           _open, _origin)
 
 
@@ -38,72 +40,107 @@ class _Decoder:
         self.corrupt = self.num_lost = self.decoded = 0
         self.events = 0  # signs of damage after the first keyframe (before it they are expected)
         self.packets_end = -math.inf  # latest pts + duration of the packets demuxed so far
+        self.overtaken: dict = {}  # pending pts -> pictures with a later pts that came out first
+        self.seeked = False  # decoding started at a seek (leading pictures may be dropped)
+        self.cut_packet = ends_mid_packet(container)  # an MPEG-TS file cut inside a packet
+        self.ts_breaks = (ts_breaks(container.name, stream.id)  # bytes where TS packets were lost
+                          if container.format.name == "mpegts" else [])
+        self.ts_lost = 0
 
     def time(self, pts: int) -> float:
         return float((pts - self.origin) * self.tb)
 
     def seek(self, seconds: float) -> None:
         self.container.seek(self.origin + int(seconds / self.tb), stream=self.stream)
+        self.seeked = True
 
     def spoiled(self, seq: int, keyseq: int) -> bool:
         i = bisect_right(self.damage, seq) - 1
         return i >= 0 and self.damage[i] >= keyseq
 
     def frames(self) -> Iterator[list]:
-        """[time, frame, seq, keyseq] in timestamp order."""
-        pending: dict = {}  # pts -> (seq, keyseq, keyframe pts) of packets not decoded yet
-        heap: list = []
+        """[time, frame, seq, keyseq] in presentation order.
+
+        The decoder outputs pictures in presentation order; their timestamps are only labels.
+        Some files carry labels in another order than the pictures (AVI with packed B-frames:
+        each picture is labelled with the pts of the packet that released it), so the k-th
+        picture out of the decoder is shown at the k-th smallest timestamp, within a window of
+        _REORDER pictures. A timestamp that comes out after a later one was already used is
+        damage (``late``), as is a packet whose picture never comes out (``_lose``).
+        """
+        pending: dict = {}  # pts -> (seq, keyseq, keyframe pts, sent before any picture came out)
+        times: list = []  # min-heap of the timestamps of the pictures held back
+        held: deque = deque()  # [frame, seq, keyseq] of the pictures held back, in output order
         seq = keyseq = key_pts = 0
         last_t, released = -math.inf, -math.inf
         for packet in self.container.demux(self.stream):
+            if packet.size and self.ts_breaks and packet.pos is not None:
+                self._ts_loss(packet.pos, seq or 1, keyseq)
             if packet.size:
                 seq += 1
                 if packet.is_keyframe:
                     keyseq, key_pts = seq, packet.pts
                 if packet.pts is not None and not packet.is_discard:
-                    pending[packet.pts] = (seq, keyseq, key_pts)
+                    pending[packet.pts] = (seq, keyseq, key_pts, self.decoded == 0)
                     self.packets_end = max(self.packets_end,
                                            self.time(packet.pts + (packet.duration or 0)))
                 if packet.is_corrupt:
-                    self.corrupt += 1
-                    self.events += keyseq > 0
-                    insort(self.damage, seq)
+                    self._damage(seq, keyseq)
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError as exc:
                 decoded = []
                 self.errors.append(exc.strerror or type(exc).__name__)
-                self.events += keyseq > 0
-                insort(self.damage, seq)  # exact when single-threaded
+                self._damage(seq, keyseq, corrupt=False)  # exact when single-threaded
             for frame in decoded:
                 self.decoded += 1
                 fseq, fkey = self._account(frame, pending, seq, keyseq)
                 last_t = self.time(frame.pts) if frame.pts is not None else last_t + 1 / self.fps
                 if frame.is_corrupt:
-                    self.corrupt += 1
-                    self.events += fkey > 0
-                    insort(self.damage, fseq)
-                heapq.heappush(heap, [last_t, self.decoded, frame, fseq, fkey])
-                while len(heap) > _REORDER:
-                    released = yield from self._release(heapq.heappop(heap), released)
-        while heap:
-            released = yield from self._release(heapq.heappop(heap), released)
+                    self._damage(fseq, fkey)
+                heapq.heappush(times, last_t)
+                held.append([frame, fseq, fkey])
+                while len(held) > _REORDER:
+                    released = yield from self._release(heapq.heappop(times), held.popleft(),
+                                                        released)
+        self._ts_loss(math.inf, seq, keyseq)
+        if self.cut_packet and seq:  # the last packet is incomplete: it and what it predicts
+            self._damage(seq, keyseq, corrupt=False)
+        while held:
+            released = yield from self._release(heapq.heappop(times), held.popleft(), released)
         for pts, entry in pending.items():  # sent but never decoded
             self._lose(pts, entry)
 
-    def _release(self, item: list, released: float):
-        if item[0] > released:
-            yield [item[0], item[2], item[3], item[4]]
-            return item[0]
-        if item[0] < released:  # came out after a later frame was already used
-            self.late.append(item[0])
+    def _ts_loss(self, pos: float, seq: int, keyseq: int) -> None:
+        """TS packets lost before byte ``pos`` belonged to the packet demuxed last (``seq``)."""
+        while self.ts_breaks and self.ts_breaks[0] < pos:
+            self.ts_breaks.pop(0)
+            self.ts_lost += 1
+            self._damage(seq, keyseq, corrupt=False)
+
+    def _damage(self, seq: int, keyseq: int, corrupt: bool = True) -> None:
+        self.corrupt += corrupt
+        self.events += keyseq > 0
+        insort(self.damage, seq)
+
+    def _release(self, t: float, item: list, released: float):
+        if t > released:
+            yield [t, item[0], item[1], item[2]]
+            return t
+        if t < released:  # a timestamp that came out after a later one was already used
+            self.late.append(t)
             self.events += 1
-            insort(self.damage, item[3])
+            insort(self.damage, item[1])
         return released
 
     def _lose(self, pts: int, entry: tuple) -> None:
         """A picture that never came out. Leading pictures of an open GOP (shown before their
-        keyframe, undecodable after a seek) spoil only their own display time."""
+        keyframe, undecodable after a seek) spoil only their own display time; after a seek,
+        pictures of packets sent before the decoder gave its first picture are leading pictures
+        whatever their label (packed B-frames label them with later packets' pts): not damage."""
+        self.overtaken.pop(pts, None)
+        if self.seeked and entry[3]:
+            return
         insort(self.lost, self.time(pts))
         if entry[2] is None or pts >= entry[2]:
             self.num_lost += 1
@@ -111,12 +148,16 @@ class _Decoder:
             insort(self.damage, entry[0])
 
     def _account(self, frame, pending: dict, seq: int, keyseq: int) -> Tuple[int, int]:
-        """(seq, keyseq) of the frame's packet; packets with earlier pts still pending are lost."""
+        """(seq, keyseq) of the frame's packet. A packet with an earlier pts still pending is
+        lost once more than _OVERTAKE later pictures came out before it (the decoder reorders
+        by itself; labels of packed B-frames trail by one picture)."""
         if frame.pts is None:
             return seq, keyseq
-        fseq, fkey, _ = pending.pop(frame.pts, (seq, keyseq, None))
+        fseq, fkey, _, _ = pending.pop(frame.pts, (seq, keyseq, None, False))
         for q in [q for q in pending if q < frame.pts]:
-            self._lose(q, pending.pop(q))
+            self.overtaken[q] = self.overtaken.get(q, 0) + 1
+            if self.overtaken[q] > _OVERTAKE:
+                self._lose(q, pending.pop(q))
         return fseq, fkey
 
 
@@ -219,6 +260,10 @@ def _sample(path: str, plan, size, threaded: bool, skip: int = 0
             yield from emit(None)
         end = start + n / fps
         bad.update(int(math.floor(t)) for t in dec.late if start <= t < end)
+        if dec.cut_packet and end + 1.0 >= info.duration:  # the request reaches the cut
+            bad.add(int(math.floor(info.duration)))
+            if threaded:
+                raise _Damaged()
         if bad:
             raise _damage_error(path, info, dec, sorted(bad), state)
     finally:
@@ -228,7 +273,8 @@ def _sample(path: str, plan, size, threaded: bool, skip: int = 0
 def _damage_error(path: str, info: VideoInfo, dec: _Decoder, bad: List[int],
                   state: dict) -> VideoDecodeError:
     if dec.decoded == 0:
-        return VideoDecodeError(path, "no decodable frames", bad)
+        return VideoDecodeError(path, f"no decodable frames: seconds {_seconds_text(bad)} could "
+                                      "not be decoded", bad)
     truncated_at, gap_after = state["truncated_at"], state.get("gap_after")
     reasons = [_mp4_problem(path),
                gap_after is not None and f"frames skipped after {gap_after:.2f} s",
@@ -237,7 +283,9 @@ def _damage_error(path: str, info: VideoInfo, dec: _Decoder, bad: List[int],
                dec.errors and f"decoder errors: {len(dec.errors)}, e.g. '{dec.errors[0]}'",
                dec.num_lost and f"frames missing: {dec.num_lost}",
                dec.corrupt and f"packets/frames flagged corrupt: {dec.corrupt}",
-               dec.late and "frames out of order"]
+               dec.late and "frames out of order",
+               dec.ts_lost and f"transport-stream packets lost at {dec.ts_lost} place(s)",
+               dec.cut_packet and "the file ends inside a transport-stream packet (cut short)"]
     head = "damaged" if truncated_at is None else "truncated"
     detail = "; ".join(r for r in reasons if r)
     return VideoDecodeError(path, f"{head}: seconds {_seconds_text(bad)} could not be decoded"

@@ -12,6 +12,7 @@ import numpy as np
 __all__ = ["VideoDecodeError", "VideoInfo", "SubClip", "probe_video", "keyframe_index", "micro_slices"]
 
 _REORDER = 6  # decoded frames held back before sampling, to catch out-of-order output
+_OVERTAKE = 2  # later pictures that may come out before a packet's own (packed B-frames: 1)
 _PROBE_PACKETS = 64  # probe_video gives up if none of the first packets decodes
 _EPS = 1e-6  # seconds: a frame whose timestamp is within this of a sample time is shown at it
 
@@ -149,6 +150,10 @@ def _info(path: str, container, stream) -> VideoInfo:
     if duration <= 0:
         raise VideoDecodeError(path, "no video frames (the video stream is empty)")
     fps = float(rate) if rate else (stream.frames / duration if stream.frames else 25.0)
+    if rate and stream.frames and stream.frames / fps > duration + 1.5 / fps:
+        # the header's frame count (AVI, MP4) outlasts the packets FFmpeg found (a file cut
+        # short without its index): the header's length is the one the file claims to have
+        duration = stream.frames / fps
     num_frames = stream.frames or int(round(duration * fps))
     ctx = stream.codec_context
     return VideoInfo(path=path, duration=duration, fps=fps, width=ctx.width, height=ctx.height,

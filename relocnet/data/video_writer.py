@@ -1,10 +1,10 @@
 """Write RGB frames to an H.264 mp4 file through PyAV, atomically (temp file + rename)."""
-import os
-import tempfile
 from typing import Iterable
 
 import av
 import numpy as np
+
+from ..utils.fileio import atomic_path
 
 __all__ = ["write_video"]
 
@@ -32,12 +32,8 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: int, crf: int = 23
     """
     if int(fps) != fps or fps < 1:
         raise ValueError(f"{path}: fps must be a positive integer, got {fps!r}")
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".mp4", dir=d)
-    os.close(fd)
     n = 0
-    try:
+    with atomic_path(path, ".mp4") as tmp:
         with av.open(tmp, mode="w", format="mp4") as container:
             stream = None
             size = None
@@ -60,8 +56,3 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: int, crf: int = 23
             if stream is None:
                 raise ValueError(f"{path}: no frames to write")
             container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -16,15 +16,20 @@ features of a reference depend only on the video, the config and the weights, ne
 
 **Entry** = one file ``<key>.rfc``: ``MAGIC``, then chunks (8-byte little-endian length + an
 uncompressed ``.npz`` of named arrays), then a JSON footer (chunk count, metadata, SHA-256 of
-every byte before the footer), its 8-byte length, and ``END``. It is written to
-``.tmp-<key>-*`` in the same directory and renamed only when complete; temp files are never
-read. A reader accepts an entry only when the end marker, the footer and the checksum all hold,
-so a file cut short, overwritten or damaged is reported, deleted and recomputed.
+every byte before the footer), the SHA-256 of the footer itself (32 bytes), the footer's 8-byte
+length, and ``END``. It is written to ``.tmp-<key>-*`` in the same directory (the writer holds a
+``flock`` on it) and renamed only when complete; temp files are never read. A reader accepts an
+entry only when the end marker, the footer's checksum, the footer and the data checksum all hold,
+so a file cut short, overwritten or damaged anywhere (one bit of the footer included) is
+reported, deleted and recomputed; chunk lengths are checked against the footer before reading.
 
 Writers and readers hold one chunk at a time in memory. After each write the cache is pruned
 to ``max_bytes`` ($RELOCNET_CACHE_MAX_GB, default 20 GiB) by deleting the least recently used
-entries (a hit refreshes an entry's mtime); the streaming code does not cache a reference whose
-entry would take more than half of it.
+entries (a hit refreshes an entry's mtime); temp files of live writers count against the cap,
+those of dead writers (killed, no lock held) are deleted. The streaming code does not cache a
+reference whose entry would take more than half of it. A cache that cannot be used (unwritable,
+full disk, an entry that fails while read) never stops a run: relocalize goes on without it
+and says so.
 
 Size: an entry holds every window's features, float32, so each second is stored once per window
 covering it (REFERENCE_SECONDS / (REFERENCE_SECONDS - WINDOW_OVERLAP) windows): C x h x w x 4 B per
@@ -34,26 +39,46 @@ one. The paper config (1600 channels at 15 x 20, 4 s overlap): about 9.6 MB per 
 """
 import hashlib
 import io
+import fcntl
 import json
+import math
 import os
 import struct
 import tempfile
-import time
+import zipfile
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 
-__all__ = ["FORMAT_VERSION", "FeatureCache", "CacheEntry", "CacheWriter", "file_digest",
-           "model_digest", "default_cache_dir"]
+from ..utils.fileio import TMP_PREFIX, abandoned
 
-FORMAT_VERSION = 1
-MAGIC, END = b"RLCFEAT1", b"RLCEND01"
+__all__ = ["FORMAT_VERSION", "FeatureCache", "CacheEntry", "CacheWriter", "file_digest",
+           "model_digest", "default_cache_dir", "CacheError", "CacheReadError", "cache_max_bytes"]
+
+FORMAT_VERSION = 2
+MAGIC, END = b"RLCFEAT2", b"RLCEND02"
 SUFFIX = ".rfc"
-TMP_PREFIX = ".tmp-"
 _LEN = struct.Struct("<Q")
 _BLOCK = 1 << 20
-STALE_TMP_SECONDS = 24 * 3600  # temp files older than this are left-overs of killed writers
+_DIGEST = 32  # bytes of a SHA-256
+
+
+class CacheError(ValueError):
+    """A cache setting that cannot be used ($RELOCNET_CACHE_MAX_GB)."""
+
+
+def cache_max_bytes() -> int:
+    """$RELOCNET_CACHE_MAX_GB (default 20) in bytes; CacheError naming the variable if bad."""
+    text = os.environ.get("RELOCNET_CACHE_MAX_GB", "20")
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = math.nan
+    if not (math.isfinite(gib) and gib >= 0):
+        raise CacheError(f"$RELOCNET_CACHE_MAX_GB={text!r}: expected a size in GiB >= 0 "
+                         "(e.g. 20)")
+    return int(gib * 2**30)
 
 
 def default_cache_dir() -> str:
@@ -69,7 +94,9 @@ def file_digest(path: str) -> str:
 
 
 def model_digest(cfg, model: torch.nn.Module) -> str:
-    """SHA-256 (hex) of what makes a model's reference features: config keys and weights."""
+    """SHA-256 (hex) of what makes a model's reference features: config keys and the weights of
+    the modules that compute them (backbone and, RelocRCNN, the RPN); the matching head's weights
+    and the match threshold are left out, so a retrained or recalibrated head reuses the cache."""
     h = hashlib.sha256()
     model_cfg = cfg.MODEL.clone()
     model_cfg.defrost()
@@ -80,11 +107,17 @@ def model_digest(cfg, model: torch.nn.Module) -> str:
     h.update(cfg.INPUT.VIDEO.dump().encode())
     h.update(f"format={cfg.INPUT.FORMAT} batch={getattr(model, 'windows_per_batch', '')}".encode())
     for name, tensor in sorted(model.state_dict().items()):
+        if not name.startswith(("backbone.", "proposal_generator.")):
+            continue
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+class CacheReadError(RuntimeError):
+    """A verified entry that failed while its chunks were read (changed on disk meanwhile)."""
 
 
 class CacheEntry:
@@ -94,10 +127,21 @@ class CacheEntry:
         self.path, self.meta, self.num_chunks, self._end = path, meta, num_chunks, data_end
 
     def chunks(self) -> Iterator[Dict[str, np.ndarray]]:
+        """The chunks in order; CacheReadError (after removing the entry) if reading fails."""
+        try:
+            yield from self._chunks()
+        except (OSError, ValueError, EOFError, KeyError, struct.error, zipfile.BadZipFile) as exc:
+            _remove_quietly(self.path)
+            raise CacheReadError(f"cache entry {self.path} failed while read ({exc}); removed "
+                                 "it") from exc
+
+    def _chunks(self) -> Iterator[Dict[str, np.ndarray]]:
         with open(self.path, "rb") as f:
             f.seek(len(MAGIC))
             for _ in range(self.num_chunks):
                 (n,) = _LEN.unpack(f.read(_LEN.size))
+                if n > self._end - f.tell():
+                    raise IOError(f"{self.path}: a chunk of {n} bytes runs past the data")
                 with np.load(io.BytesIO(f.read(n)), allow_pickle=False) as npz:
                     yield {k: npz[k] for k in npz.files}
             if f.tell() != self._end:
@@ -109,9 +153,11 @@ class CacheWriter:
 
     def __init__(self, cache: "FeatureCache", key: str, meta: Dict[str, Any]):
         self.cache, self.key, self.meta = cache, key, dict(meta)
+        self.problem = ""  # why the entry was given up, if it was
         os.makedirs(cache.root, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{key}-", suffix=SUFFIX, dir=cache.root)
         self._f = os.fdopen(fd, "wb")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # tells prune() this writer is alive
         self._hash = hashlib.sha256()
         self.num_chunks = self.bytes_written = 0
         self._write(MAGIC)
@@ -121,20 +167,51 @@ class CacheWriter:
         self._hash.update(data)
         self.bytes_written += len(data)
 
-    def append(self, chunk: Dict[str, np.ndarray]) -> None:
+    def append(self, chunk: Dict[str, np.ndarray]) -> bool:
+        """Add a chunk; False (with ``problem`` set, the temp file dropped) if writing failed."""
         buf = io.BytesIO()
         np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in chunk.items()})
         data = buf.getvalue()
-        self._write(_LEN.pack(len(data)))
-        self._write(data)
+        try:
+            self._write(_LEN.pack(len(data)))
+            self._write(data)
+        except OSError as exc:
+            return self._give_up(exc)
         self.num_chunks += 1
+        return True
 
-    def commit(self) -> str:
-        """Seal the entry (footer, fsync) and rename it to its final name; returns that path."""
+    def worth_it(self, batches: float) -> bool:
+        """False (``problem`` says why) when the entry would take more than half of the cache's
+        size cap, estimated from the first chunk (chunks are nearly equal in size)."""
+        cap = self.cache.max_bytes
+        if cap is None or self.num_chunks != 1:
+            return True
+        estimate = self.bytes_written * batches
+        if estimate <= cap / 2:
+            return True
+        self.problem = (f"not caching features of {self.meta.get('reference')}: they would take "
+                        f"{estimate / 2**30:.1f} GiB, more than half of the cache's "
+                        f"{cap / 2**30:.1f} GiB cap")
+        return False
+
+    def _give_up(self, exc: OSError) -> bool:
+        self.problem = f"not caching features in {self.cache.root}: {exc}"
+        self.abort()
+        return False
+
+    def commit(self) -> Optional[str]:
+        """Seal the entry (footer, fsync) and rename it to its final name; returns that path,
+        or None (with ``problem`` set) if the cache could not take it."""
+        try:
+            return self._commit()
+        except OSError as exc:
+            return self._give_up(exc) or None
+
+    def _commit(self) -> str:
         footer = json.dumps({"version": FORMAT_VERSION, "key": self.key, "chunks": self.num_chunks,
                              "data_end": self._f.tell(), "sha256": self._hash.hexdigest(),
                              "meta": self.meta}).encode()
-        self._f.write(footer + _LEN.pack(len(footer)) + END)
+        self._f.write(footer + hashlib.sha256(footer).digest() + _LEN.pack(len(footer)) + END)
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
@@ -157,7 +234,7 @@ class FeatureCache:
     def __init__(self, root: Optional[str] = None, *, max_bytes: Optional[int] = None):
         self.root = os.path.abspath(root or default_cache_dir())
         if max_bytes is None:
-            max_bytes = int(float(os.environ.get("RELOCNET_CACHE_MAX_GB", "20")) * 2**30)
+            max_bytes = cache_max_bytes()
         self.max_bytes = max_bytes
         self.problems: List[str] = []  # entries found damaged and removed, for the log
 
@@ -171,8 +248,14 @@ class FeatureCache:
     def path(self, key: str) -> str:
         return os.path.join(self.root, key + SUFFIX)
 
-    def writer(self, key: str, meta: Dict[str, Any]) -> CacheWriter:
-        return CacheWriter(self, key, meta)
+    def writer(self, key: str, meta: Dict[str, Any]) -> Optional[CacheWriter]:
+        """A writer for ``key``, or None (and a line in ``problems``) if the cache directory
+        cannot take one (not writable, not a directory, disk full)."""
+        try:
+            return CacheWriter(self, key, meta)
+        except OSError as exc:
+            self.problems.append(f"not caching features in {self.root}: {exc}")
+            return None
 
     def lookup(self, key: str) -> Optional[CacheEntry]:
         """The verified entry of ``key``, or None (missing; damaged ones are removed)."""
@@ -188,7 +271,10 @@ class FeatureCache:
             except OSError:
                 pass
             return None
-        os.utime(path)  # least recently used goes first when pruning
+        try:
+            os.utime(path)  # least recently used goes first when pruning
+        except OSError:  # a read-only cache still serves its entries
+            pass
         return entry
 
     @staticmethod
@@ -200,11 +286,16 @@ class FeatureCache:
                 raise ValueError("not a cache entry (bad start marker or too short)")
             f.seek(size - tail)
             (n,), end = _LEN.unpack(f.read(_LEN.size)), f.read(len(END))
-            if end != END or n > size - len(MAGIC) - tail:
+            if end != END:
                 raise ValueError("no end marker: the entry was not completely written")
-            f.seek(size - tail - n)
-            footer = json.loads(f.read(n))
-            data_end = size - tail - n
+            if n > size - len(MAGIC) - tail - _DIGEST:
+                raise ValueError("footer length out of range")
+            f.seek(size - tail - _DIGEST - n)
+            raw, digest = f.read(n), f.read(_DIGEST)
+            if hashlib.sha256(raw).digest() != digest:
+                raise ValueError("footer checksum mismatch")
+            footer = json.loads(raw)
+            data_end = size - tail - _DIGEST - n
             if footer.get("key") != key or footer.get("data_end") != data_end:
                 raise ValueError("footer does not match the entry")
             f.seek(0)
@@ -224,7 +315,7 @@ class FeatureCache:
         (never ``keep``, the entry just written)."""
         if not os.path.isdir(self.root):
             return
-        now, entries = time.time(), []
+        writing, entries = 0, []
         for name in os.listdir(self.root):
             p = os.path.join(self.root, name)
             try:
@@ -232,13 +323,15 @@ class FeatureCache:
             except OSError:
                 continue
             if name.startswith(TMP_PREFIX):
-                if now - st.st_mtime > STALE_TMP_SECONDS:
+                if abandoned(p):  # a killed writer's left-over
                     _remove_quietly(p)
+                else:  # a live writer's entry-to-be takes space too
+                    writing += st.st_size
             elif name.endswith(SUFFIX) and p != keep:
                 entries.append((st.st_mtime, st.st_size, p))
         if self.max_bytes is None:
             return
-        total = sum(s for _, s, _ in entries) + (os.path.getsize(keep) if keep else 0)
+        total = sum(s for _, s, _ in entries) + writing + (os.path.getsize(keep) if keep else 0)
         for _, s, p in sorted(entries):
             if total <= self.max_bytes:
                 break

@@ -30,9 +30,9 @@ from ..data.mapper import seconds_of_span
 from ..data.video import VideoDecodeError, VideoInfo, iter_subclips, probe_video, read_subclips
 from ..modeling.meta_arch import RelocMetaArchBase, RelocRCNN, RelocTemporal
 from ..modeling.windows import window_starts
-from .feature_cache import FeatureCache, file_digest, model_digest
+from .feature_cache import CacheReadError, FeatureCache, file_digest, model_digest
 
-__all__ = ["InputError", "WeightsError", "load_model", "prepare_query", "stream_windows",
+__all__ = ["InputError", "WeightsError", "load_model", "pretrained_keys", "trained_state_dict", "prepare_query", "stream_windows",
            "check_lengths", "nearest_boxes", "relocalize", "Relocalization"]
 
 
@@ -74,10 +74,11 @@ def load_model(cfg, weights: str) -> RelocMetaArchBase:
     bad = ckpt.incompatible
     if bad is None:
         return model
+    frozen = pretrained_keys(model)  # built from pretrained weights: a checkpoint may omit them
     problems = [f"{k} is {tuple(a)} in the file but {tuple(b)} in the model"
                 for k, a, b in bad.incorrect_shapes[:3]]
     reshaped = {k for k, _, _ in bad.incorrect_shapes}
-    missing = [k for k in bad.missing_keys if k not in reshaped]
+    missing = [k for k in bad.missing_keys if k not in reshaped and k not in frozen]
     if missing:
         problems.append(f"{len(missing)} parameters missing (e.g. {missing[0]})")
     if bad.unexpected_keys:
@@ -89,6 +90,23 @@ def load_model(cfg, weights: str) -> RelocMetaArchBase:
         raise WeightsError(f"weights {weights} do not fit the config "
                            f"({cfg.MODEL.META_ARCHITECTURE}): " + "; ".join(problems) + more)
     return model
+
+
+def pretrained_keys(model: torch.nn.Module) -> set:
+    """State-dict keys of the frozen modules (``frozen = True``, e.g. the ImageNet
+    EfficientNet branches): built from their pretrained weights, never trained, so checkpoints
+    leave them out (:func:`trained_state_dict`)."""
+    keys = set()
+    for prefix, module in model.named_modules():
+        if getattr(module, "frozen", False):
+            keys.update(f"{prefix}.{k}" for k in module.state_dict())
+    return keys
+
+
+def trained_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """The model's state dict without the frozen pretrained modules (what a checkpoint needs)."""
+    frozen = pretrained_keys(model)
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
 
 
 # ----------------------------------------------------------------------------- query
@@ -187,20 +205,6 @@ def stream_windows(path: str, *, fps: int, size: Tuple[int, int], length: int, w
         pass
 
 
-def _worth_caching(writer, batches: float, note: Callable[[str], None]) -> bool:
-    """False (and a note) when the entry would take more than half of the cache's size cap,
-    estimated from the chunks written so far (chunks are nearly equal in size)."""
-    cap = writer.cache.max_bytes
-    if cap is None or writer.num_chunks != 1:
-        return True
-    estimate = writer.bytes_written * batches
-    if estimate <= cap / 2:
-        return True
-    note(f"not caching features of {writer.meta.get('reference')}: they would take "
-         f"{estimate / 2**30:.1f} GiB, more than half of the cache's {cap / 2**30:.1f} GiB cap")
-    return False
-
-
 def check_lengths(query_seconds: int, reference: VideoInfo) -> None:
     """InputError unless the reference has at least as many whole seconds as the query."""
     if query_seconds > reference.num_seconds:
@@ -274,17 +278,33 @@ def _features_chunk(model, starts: List[int], windows: List[torch.Tensor],
     return chunk
 
 
-@torch.no_grad()
-def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, *, fps: int,
-               size: Tuple[int, int], cache: Optional[FeatureCache] = None, cfg=None,
-               progress: Optional[Callable[[int], None]] = None,
-               log: Optional[Callable[[str], None]] = None) -> Relocalization:
+def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, **kwargs
+               ) -> Relocalization:
     """Re-localize ``query`` (prepare_query's inputs) in the video ``reference``, streamed.
+    A ``query["descriptor"]`` (``model.query_descriptor`` of the same inputs) is used as is, so
+    one query searched in several references computes its features once.
 
-    ``cache`` (with ``cfg``, for the key) reuses or stores the reference's features.
-    ``progress(n)`` is called with the number of reference seconds finished since the last call;
-    ``log(message)`` with what happened to the cache (also kept in ``.messages``).
+    Keywords: ``fps``, ``size``; ``cache`` (with ``cfg``, for the key) reuses or stores the
+    reference's features; ``progress(n)`` is called with the number of reference seconds
+    finished since the last call; ``log(message)`` with what happened to the cache (also kept in
+    ``.messages``). A cache entry that fails while read is removed and the features are
+    computed again; a cache that cannot be written is skipped: the cache never stops a run.
     """
+    try:
+        return _relocalize(model, query, reference, **kwargs)
+    except CacheReadError as exc:
+        if kwargs.get("log") is not None:
+            kwargs["log"](f"{exc}; computing the features again")
+        result = _relocalize(model, query, reference, **kwargs)
+        result.messages.insert(0, f"{exc}; computing the features again")
+        return result
+
+
+@torch.no_grad()
+def _relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, *, fps: int,
+                size: Tuple[int, int], cache: Optional[FeatureCache] = None, cfg=None,
+                progress: Optional[Callable[[int], None]] = None,
+                log: Optional[Callable[[str], None]] = None) -> Relocalization:
     t0 = time.perf_counter()
     info = probe_video(reference)
     length = info.num_seconds
@@ -292,7 +312,9 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
         raise InputError(f"reference video {reference} is shorter than one second")
     check_lengths(int(query["query_valid"].sum()), info)
     rcnn = isinstance(model, RelocRCNN)
-    qdesc = model.query_descriptor(dict(query, pair_id="query"))
+    qdesc = query.get("descriptor")  # computed once by the caller for several references
+    if qdesc is None:
+        qdesc = model.query_descriptor(dict(query, pair_id="query"))
     timings = {"query_features": time.perf_counter() - t0}
     entry, writer, key, messages, status = None, None, "", [], "off"
     if cache is not None:
@@ -300,15 +322,17 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
         key = cache.key(file_digest(reference), model_digest(cfg, model))
         known = len(cache.problems)
         entry = cache.lookup(key)
-        messages += cache.problems[known:]
         timings["cache_key"] = time.perf_counter() - t1
         status = "hit" if entry is not None else "miss"
         if entry is not None:
             messages.append(f"reusing cached features for {reference} ({entry.path})")
         else:
-            messages.append(f"computing features for {reference}; caching them in {cache.root}")
             writer = cache.writer(key, {"reference": reference, "seconds": length,
                                         "architecture": type(model).__name__})
+            if writer is not None:
+                messages.append(f"computing features for {reference}; caching them in "
+                                f"{cache.root}")
+        messages[:0] = cache.problems[known:]
     proposals: Dict[int, Boxes] = {}  # RelocRCNN: of the seconds that later windows still cover
 
     def note(message: str) -> None:
@@ -330,16 +354,17 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
                                min(model.window_overlap, model.reference_seconds - 1))
     merged = _RunningMean()
     scores = torch.zeros(length)
+    pair_scores: Dict[int, torch.Tensor] = {}  # RelocTemporal: per second, (D,) query objects
     detections: List[np.ndarray] = []  # per second: (k, 7) box, score, query object, second
     done = batch_index = 0
     t2 = time.perf_counter()
     try:
         for chunk in chunks:
-            if writer is not None:
-                writer.append(chunk)
-                if not _worth_caching(writer, len(all_starts) / len(chunk["starts"]), note):
-                    writer.abort()
-                    writer = None
+            if writer is not None and not (writer.append(chunk) and writer.worth_it(
+                    len(all_starts) / len(chunk["starts"]))):
+                note(writer.problem)
+                writer.abort()
+                writer = None
             starts = chunk["starts"].tolist()
             if starts != all_starts[batch_index : batch_index + len(starts)]:
                 raise RuntimeError(f"feature chunk {batch_index} does not fit the windows of "
@@ -357,7 +382,7 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
                                              [proposals[t] for t in abs_seconds], qdesc)
             else:
                 values = [p for lg in model.window_logits(features, size, qdesc)
-                          for p in lg.sigmoid()]
+                          for p in lg.sigmoid()]  # per second: (D,) query objects
             for t, v in zip(abs_seconds, values):
                 merged.add(t, v)
             limit = all_starts[batch_index] if batch_index < len(all_starts) else length
@@ -368,19 +393,22 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
                     detections.append(_compact(inst))
                     scores[t] = inst.scores.max().cpu() if len(inst) else 0.0
                 else:
-                    scores[t] = v.cpu()
+                    pair_scores[t] = v.cpu()
+                    scores[t] = pair_scores[t].max()
             if progress is not None:
                 progress(limit - done)
             done = limit
         if done != length:
             raise RuntimeError(f"{reference}: features cover {done} of {length} seconds")
-        if writer is not None:
-            writer.commit()
+        if writer is not None and writer.commit() is None:
+            note(writer.problem)
     finally:
         if writer is not None:
             writer.abort()  # no-op after commit
     timings["reference"] = time.perf_counter() - t2
-    outputs = model.temporal_outputs(scores, torch.arange(length))
+    outputs = model.temporal_outputs(
+        scores, torch.arange(length),
+        torch.stack([pair_scores[t] for t in range(length)]) if not rcnn else None)
     if rcnn:
         outputs["instances"] = _instances(detections, (info.height, info.width))
     return Relocalization(outputs, info, status, key, messages, timings)

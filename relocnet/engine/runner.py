@@ -95,6 +95,8 @@ def run_relocalization(args, cfg, mode: str, boxes: Optional[Dict[int, List[List
                   "window_overlap": v.WINDOW_OVERLAP,
                   "decoder": {"name": r.DECODER.NAME, "threshold": r.DECODER.THRESHOLD,
                               "top_k": r.DECODER.TOP_K}},
+        "found": bool(outputs["found"]),
+        "match_threshold": float(outputs["match_threshold"]),
         "segments": segments,
         "second_scores": scores,
         "cache": {"status": reloc.cache, "dir": cache.root if cache else None,
@@ -108,5 +110,7 @@ def run_relocalization(args, cfg, mode: str, boxes: Optional[Dict[int, List[List
         results["detections"] = [d for t in sorted(dets) for d in dets[t]]
     write_html(os.path.join(out_dir, "report.html"), results, keyframes, clips)
     write_json_atomic(os.path.join(out_dir, "results.json"), results, indent=1)
-    return [f"#{s['rank']}: {s['start']:g}-{s['end']:g} s  score {s['score']:.3f}"
-            for s in segments]
+    verdict = "found" if results["found"] else "not found"
+    return [f"{verdict} (threshold {results['match_threshold']:.3f})"] + [
+        f"#{s['rank']}: {s['start']:g}-{s['end']:g} s  match probability {s['probability']:.3f}"
+        f"  (score {s['score']:.3f})" for s in segments]

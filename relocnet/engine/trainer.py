@@ -1,15 +1,20 @@
 """The relocnet Trainer: detectron2's DefaultTrainer with pair loaders, Adam and our evaluators."""
 import os
+import weakref
 
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer
+from detectron2.utils import comm
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..data.mapper import RelocPairMapper
 from ..data.self_supervised import SelfSupervisedPairMapper
 from ..evaluation import build_reloc_evaluator
+from ..utils.fileio import exclusive_lock
+from .resumable import (AtomicCheckpointer, PositionedPairs, PositionSampler, SeedEachIteration,
+                        atomic_writers, derived_seed, resolve_seed, trim_metrics)
 
 __all__ = ["Trainer"]
 
@@ -39,31 +44,69 @@ class _TrainMapper:
         self.pairs = RelocPairMapper(cfg, is_train=True, task=self.task)
         self.self_supervised = SelfSupervisedPairMapper(cfg)
 
-    def __call__(self, record):
+    def __call__(self, record, rng=None):
         if record.get("self_supervised"):
             if self.task != "temporal":
                 raise ValueError(f"{record['pair_id']}: video-folder datasets give temporal pairs "
                                  f"(no actor boxes); train a temporal model on them")
-            return self.self_supervised(record)
-        return self.pairs(record)
+            return self.self_supervised(record, rng=rng)
+        return self.pairs(record, rng=rng)
 
 
 class Trainer(DefaultTrainer):
-    """Pairs in, losses out; evaluation with the benchmark's own metric."""
+    """Pairs in, losses out; evaluation with the benchmark's own metric. Deterministic for a
+    fixed SEED, resumes exactly, writes checkpoints atomically (see engine/resumable.py)."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        """The model, initialized from (SEED, 3) whatever the caller drew before."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derived_seed(resolve_seed(cfg), 3))
+            return super().build_model(cfg)
 
     @classmethod
     def build_train_loader(cls, cfg):
         dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=False)
         if cfg.MODEL.RELOC.AUX_LOSS_WEIGHT > 0:
             index_labels(dataset, cfg.MODEL.RELOC.AUX_CLASSES)
-        mapper = _TrainMapper(cfg)
-        return build_detection_train_loader(
-            dataset,
-            mapper=mapper,
+        data = PositionedPairs(dataset, _TrainMapper(cfg), resolve_seed(cfg))
+        sampler = PositionSampler()
+        loader = build_detection_train_loader(
+            data,
+            mapper=None,
+            sampler=sampler,
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
             aspect_ratio_grouping=False,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
+        loader.positions = (data, sampler)  # the Trainer moves them on resume
+        return loader
+
+    def build_hooks(self):
+        self.checkpointer = AtomicCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR,
+                                               trainer=weakref.proxy(self))
+        data, _ = self._trainer.data_loader.positions
+        return [SeedEachIteration(data)] + super().build_hooks()
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        _, sampler = self._trainer.data_loader.positions
+        sampler.start = self.start_iter * self.cfg.SOLVER.IMS_PER_BATCH
+
+    def train(self):
+        """DefaultTrainer.train, holding OUTPUT_DIR/.train.lock: a second run on the same
+        OUTPUT_DIR is refused (LockedError) before it writes anything."""
+        if not comm.is_main_process():
+            return super().train()
+        out = self.cfg.OUTPUT_DIR
+        os.makedirs(out, exist_ok=True)
+        with exclusive_lock(os.path.join(out, ".train.lock"), f"OUTPUT_DIR {out}"):
+            if self.start_iter > 0:
+                trim_metrics(os.path.join(out, "metrics.json"), self.start_iter)
+            return super().train()
+
+    def build_writers(self):
+        return atomic_writers(super().build_writers())
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -11,25 +11,30 @@ Every reported value except the counts is in percent (0-100), as the papers repo
 
 Rules where the benchmark README is silent (chosen here, tested in tests/test_evaluation.py):
 
-* Ties in score are broken by order: the earlier entry of the pair's prediction list wins
-  (stable sorts everywhere). No tolerance is applied to ``tIoU > t`` or ``IoU >= t``.
+* Ties in score are never broken by order: metrics do not depend on the order of the pairs
+  or of the entries of a prediction list. Temporal: when k entries share the top score, each is
+  the top-1 with weight 1/k (the expectation over any order: a pair adds the fraction of its
+  tied top segments with tIoU > t to R@1 and their mean tIoU to the mean). Spatio-temporal:
+  detections of equal score form one operating point of the precision/recall curve (as
+  scikit-learn's average precision), so it matters not which of them is ranked first; within a
+  frame they are matched in the order (score descending, box ascending), which gives the same
+  true-positive count per score as any other order. No tolerance is applied to ``tIoU > t``
+  or ``IoU >= t``.
 * Temporal: a pair whose ground truth has several segments scores the top-1 prediction against
   the best-matching one (highest tIoU). A pair without ground-truth segments scores tIoU 0.
 * Spatio-temporal: only detections at seconds t of the reference span (sub-clips [t, t + 1)
   that overlap [start, end], i.e. ``start - 1 < t < end``) count; others are ignored. A
   detection at a reference second without ground truth is a false positive. Ties in IoU go to
-  the earlier ground-truth box. With ``fps_eval = k`` every reference second stands for k frames
-  with identical detections and ground truth: its k copies are matched independently and
-  enter the ranking frame after frame (d1, d2, d1', d2', ...). The ranking over a label is a
-  stable sort by score over pairs (in ground-truth order), seconds (ascending), frames and
-  detections (by score within the second). Labels without ground-truth boxes are left out of
+  the earlier ground-truth box (the pair file's order, which the ground truth fixes). With
+  ``fps_eval = k`` every reference second stands for k frames with identical detections and
+  ground truth, matched independently. Labels without ground-truth boxes are left out of
   the per-label keys and of the mean, as the official AVA evaluation does (nanmean).
 """
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 __all__ = [
-    "TIOU_THRESHOLDS", "AP_IOU_THRESHOLDS", "tiou", "top1_segment", "pair_tiou",
+    "TIOU_THRESHOLDS", "AP_IOU_THRESHOLDS", "tiou", "top1_segments", "pair_tious", "pair_tiou",
     "temporal_metrics", "box_iou", "match_second", "check_fps_eval", "voc_average_precision",
     "label_detections", "spatio_temporal_metrics",
 ]
@@ -53,22 +58,27 @@ def tiou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def top1_segment(entries: Sequence[Mapping[str, Any]]) -> Optional[Sequence[float]]:
-    """The segment of the highest-scoring entry (the first one of equal scores); None if empty."""
-    best = None
-    for entry in entries:
-        if best is None or entry["score"] > best["score"]:
-            best = entry
-    return None if best is None else best["segment"]
+def top1_segments(entries: Sequence[Mapping[str, Any]]) -> List[Sequence[float]]:
+    """The segments of the entries that share the highest score (several on a tie); [] if none."""
+    if not entries:
+        return []
+    best = max(entry["score"] for entry in entries)
+    return [entry["segment"] for entry in entries if entry["score"] == best]
+
+
+def pair_tious(gt_segments: Sequence[Sequence[float]],
+               entries: Sequence[Mapping[str, Any]]) -> List[float]:
+    """tIoU of each top-1 candidate (see top1_segments) with its best-matching ground-truth
+    segment; [0.0] without predictions."""
+    return [max((tiou(seg, gt) for gt in gt_segments), default=0.0)
+            for seg in top1_segments(entries)] or [0.0]
 
 
 def pair_tiou(gt_segments: Sequence[Sequence[float]],
               entries: Sequence[Mapping[str, Any]]) -> float:
-    """tIoU of a pair's top-1 prediction with its best-matching ground-truth segment (0 if none)."""
-    seg = top1_segment(entries)
-    if seg is None:
-        return 0.0
-    return max((tiou(seg, gt) for gt in gt_segments), default=0.0)
+    """Expected tIoU of a pair's top-1 prediction (tied top entries weigh equally)."""
+    values = pair_tious(gt_segments, entries)
+    return sum(values) / len(values)
 
 
 def temporal_metrics(gt_pairs: Iterable[Mapping[str, Any]], predictions: Predictions,
@@ -83,17 +93,18 @@ def temporal_metrics(gt_pairs: Iterable[Mapping[str, Any]], predictions: Predict
     Raises:
         ValueError: if there are no ground-truth pairs.
     """
-    values = [pair_tiou(p["segments"], predictions.get(str(p["pair_id"]), ()))
-              for p in gt_pairs]
+    values = sorted((sorted(pair_tious(p["segments"], predictions.get(str(p["pair_id"]), ())))
+                     for p in gt_pairs))  # sorted: sums do not depend on the pairs' order
     if not values:
         raise ValueError("no ground-truth pairs to score")
     n = len(values)
     out: Dict[str, float] = {}
     for t in thresholds:
-        out[f"R@1,tIoU>{t:g}"] = 100.0 * sum(v > t for v in values) / n
+        out[f"R@1,tIoU>{t:g}"] = 100.0 * math.fsum(sum(v > t for v in vs) / len(vs)
+                                                   for vs in values) / n
     recalls = [out[f"R@1,tIoU>{t:g}"] for t in thresholds]
     out[f"mean R@1 (tIoU {min(thresholds):g}:{max(thresholds):g})"] = sum(recalls) / len(recalls)
-    out["mean tIoU"] = 100.0 * sum(values) / n
+    out["mean tIoU"] = 100.0 * math.fsum(math.fsum(vs) / len(vs) for vs in values) / n
     out["num_pairs"] = n
     return out
 
@@ -116,14 +127,15 @@ def match_second(detections: Sequence[Mapping[str, Any]], gt_boxes: Sequence[Seq
                  iou_threshold: float) -> List[Tuple[float, bool]]:
     """Match one frame's detections to its ground truth, PASCAL VOC / AVA style.
 
-    Detections are taken by descending score (stable); each goes to the ground-truth box of
+    Detections are taken by descending score, then ascending box; each goes to the box of
     highest IoU (the earlier box on ties). It is a true positive if that IoU >= ``iou_threshold``
     and the box is still unmatched, else a false positive (also when there is no ground truth).
 
     Returns:
         (score, is_true_positive) per detection, in matching order.
     """
-    order = sorted(range(len(detections)), key=lambda i: -detections[i]["score"])
+    order = sorted(range(len(detections)),
+                   key=lambda i: (-detections[i]["score"], list(detections[i]["box"])))
     matched = [False] * len(gt_boxes)
     out = []
     for i in order:
@@ -143,9 +155,10 @@ def match_second(detections: Sequence[Mapping[str, Any]], gt_boxes: Sequence[Seq
 def voc_average_precision(scores: Sequence[float], is_tp: Sequence[bool], num_gt: int) -> float:
     """PASCAL VOC area under precision/recall, as the official AVA evaluation computes it.
 
-    Detections are ranked by descending score (stable); precision is made monotonically
-    non-increasing from the right and summed over the recall steps. Returns a fraction in
-    [0, 1]; 0 when there are no detections; NaN when ``num_gt`` is 0.
+    Detections are ranked by descending score; detections of equal score are one operating
+    point (precision and recall after all of them), so their order does not matter. Precision is
+    made monotonically non-increasing from the right and summed over the recall steps. Returns a
+    fraction in [0, 1]; 0 when there are no detections; NaN when ``num_gt`` is 0.
     """
     if num_gt <= 0:
         return math.nan
@@ -154,6 +167,8 @@ def voc_average_precision(scores: Sequence[float], is_tp: Sequence[bool], num_gt
     tp = 0
     for rank, i in enumerate(order, start=1):
         tp += bool(is_tp[i])
+        if rank < len(order) and scores[order[rank]] == scores[i]:
+            continue  # the next detection ties: one point after the whole group
         recall.append(tp / num_gt)
         precision.append(tp / rank)
     recall.append(1.0)
@@ -181,7 +196,7 @@ def label_detections(gt_pairs: Iterable[Mapping[str, Any]], predictions: Predict
                      ) -> Dict[str, Tuple[List[float], List[bool], int]]:
     """Per label: (scores, is_true_positive, number of ground-truth instances).
 
-    Scores and flags are in ranking-input order (see the module docstring); the number of
+    Scores and flags are in pair order, then seconds, frames and matching order; the number of
     ground-truth instances is every ground-truth box of the label's pairs times ``fps_eval``.
     """
     check_fps_eval(fps_eval)
@@ -229,7 +244,7 @@ def spatio_temporal_metrics(gt_pairs: Iterable[Mapping[str, Any]], predictions: 
         if not aps:
             raise ValueError("no ground-truth boxes to score")
         labels = sorted(aps)
-        out[f"AP@{thr:g}"] = sum(aps.values()) / len(aps)
+        out[f"AP@{thr:g}"] = math.fsum(aps.values()) / len(aps)
         per_label.update({f"AP@{thr:g}/{label}": aps[label] for label in labels})
     out.update(per_label)
     out["num_pairs"] = len(gt_pairs)

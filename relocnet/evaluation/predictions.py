@@ -5,19 +5,23 @@ Layout (``task`` and other top-level keys are optional; ``task``, when present, 
     temporal        {"results": {pair_id: [{"segment": [s, e], "score": x}, ...]}}
     spatio_temporal {"results": {pair_id: [{"second": t, "box": [x1, y1, x2, y2], "score": x}, ...]}}
 
-Segments are seconds of the reference video file (s <= e); seconds are integers; boxes are
-pixels of the video file (x1 <= x2, y1 <= y2). Numbers must be finite. Extra keys inside an
+Segments are seconds of the reference video file (0 <= s <= e; with the ground truth known, a
+segment must reach into its pair's reference span); seconds are integers >= 0; boxes are pixels
+of the video file (0 <= x1 <= x2, 0 <= y1 <= y2). Numbers must be finite. Extra keys inside an
 entry are ignored. A pair id that the ground truth does not know is an error; a pair that is
 missing (or has an empty list) simply has no prediction.
 """
-import json
 import math
-from typing import Any, Collection, Dict, List, Mapping, Optional
+from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 from relocnet.data.pairs import TASKS, PairFileError, write_json_atomic
+from relocnet.utils.fileio import read_json
 
 __all__ = ["PredictionFileError", "validate_predictions", "load_predictions",
            "write_predictions", "entries_from_output"]
+
+
+Spans = Mapping[str, Tuple[float, float]]
 
 
 class PredictionFileError(PairFileError):
@@ -40,7 +44,7 @@ def _numbers(path: str, where: str, value: Any, n: int, what: str) -> List[float
     return [_number(path, where, v) for v in value]
 
 
-def _entry(path: str, where: str, entry: Any, task: str) -> Dict[str, Any]:
+def _entry(path: str, where: str, entry: Any, task: str, span=None) -> Dict[str, Any]:
     keys = ("segment", "score") if task == "temporal" else ("second", "box", "score")
     if not isinstance(entry, dict):
         _fail(path, where, f"expected an object with keys {list(keys)}, got {entry!r}")
@@ -50,8 +54,12 @@ def _entry(path: str, where: str, entry: Any, task: str) -> Dict[str, Any]:
     score = _number(path, f"{where}.score", entry["score"])
     if task == "temporal":
         s, e = _numbers(path, f"{where}.segment", entry["segment"], 2, "[start, end]")
-        if e < s:
-            _fail(path, f"{where}.segment", f"segment [{s}, {e}] ends before it starts")
+        if e < s or s < 0:
+            _fail(path, f"{where}.segment", f"segment [{s}, {e}] " + (
+                "starts before 0 s" if s < 0 else "ends before it starts"))
+        if span is not None and not (s <= span[1] and e >= span[0]):
+            _fail(path, f"{where}.segment", f"segment [{s}, {e}] lies outside the pair's "
+                                            f"reference span [{span[0]}, {span[1]}] (seconds)")
         return {"segment": [s, e], "score": score}
     t = entry["second"]
     if isinstance(t, float) and t.is_integer():
@@ -59,14 +67,22 @@ def _entry(path: str, where: str, entry: Any, task: str) -> Dict[str, Any]:
     if isinstance(t, bool) or not isinstance(t, int):
         _fail(path, f"{where}.second", f"expected an integer second, got {t!r}")
     box = _numbers(path, f"{where}.box", entry["box"], 4, "a box [x1, y1, x2, y2]")
-    if box[2] < box[0] or box[3] < box[1]:
-        _fail(path, f"{where}.box", f"box {entry['box']!r} has x2 < x1 or y2 < y1")
+    if box[2] < box[0] or box[3] < box[1] or min(box) < 0:
+        _fail(path, f"{where}.box", f"box {entry['box']!r} has x2 < x1 or y2 < y1"
+              if min(box) >= 0 else f"box {entry['box']!r} has a negative coordinate")
+    if t < 0:
+        _fail(path, f"{where}.second", f"second {t} is negative")
     return {"second": t, "box": box, "score": score}
 
 
 def validate_predictions(data: Any, task: str, *, pair_ids: Optional[Collection[str]] = None,
-                         path: str = "<predictions>") -> Dict[str, List[Dict[str, Any]]]:
+                         spans: Optional[Spans] = None, path: str = "<predictions>"
+                         ) -> Dict[str, List[Dict[str, Any]]]:
     """Check parsed prediction-file data; return ``{pair_id: [normalized entries]}``.
+
+    ``spans`` ({pair_id: (reference start, end)}, implies ``pair_ids``): temporal segments must
+    reach into their pair's reference span (a segment elsewhere is no answer to the pair,
+    usually a unit mistake: milliseconds or frames for seconds).
 
     Raises:
         PredictionFileError: naming ``path``, the offending entry and the problem, also for a
@@ -78,6 +94,8 @@ def validate_predictions(data: Any, task: str, *, pair_ids: Optional[Collection[
         _fail(path, "top level", "expected an object {\"results\": {pair_id: [...]}}")
     if "task" in data and data["task"] != task:
         _fail(path, "task", f"predictions are for {data['task']!r}, the pairs are {task!r}")
+    if spans is not None and pair_ids is None:
+        pair_ids = spans
     if pair_ids is not None:
         known = set(pair_ids)
         unknown = sorted(k for k in data["results"] if k not in known)
@@ -89,7 +107,8 @@ def validate_predictions(data: Any, task: str, *, pair_ids: Optional[Collection[
         where = f"results[{pid!r}]"
         if not isinstance(entries, list):
             _fail(path, where, f"expected a list of predictions, got {type(entries).__name__}")
-        out[pid] = [_entry(path, f"{where}[{i}]", e, task) for i, e in enumerate(entries)]
+        span = spans.get(pid) if spans is not None else None
+        out[pid] = [_entry(path, f"{where}[{i}]", e, task, span) for i, e in enumerate(entries)]
     return out
 
 
@@ -103,19 +122,11 @@ def _no_duplicate_keys(path: str):
     return hook
 
 
-def load_predictions(path: str, task: str, *, pair_ids: Optional[Collection[str]] = None
-                     ) -> Dict[str, List[Dict[str, Any]]]:
+def load_predictions(path: str, task: str, *, pair_ids: Optional[Collection[str]] = None,
+                     spans: Optional[Spans] = None) -> Dict[str, List[Dict[str, Any]]]:
     """Read and validate a prediction file (see :func:`validate_predictions`)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f, object_pairs_hook=_no_duplicate_keys(path))
-    except FileNotFoundError:
-        raise PredictionFileError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise PredictionFileError(f"{path}: is a directory, not a prediction file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PredictionFileError(f"{path}: not valid JSON ({e})") from None
-    return validate_predictions(data, task, pair_ids=pair_ids, path=path)
+    data = read_json(path, PredictionFileError, object_pairs_hook=_no_duplicate_keys(path))
+    return validate_predictions(data, task, pair_ids=pair_ids, spans=spans, path=path)
 
 
 def write_predictions(path: str, task: str, results: Mapping[str, List[Mapping[str, Any]]]

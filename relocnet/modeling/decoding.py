@@ -18,12 +18,19 @@ Two rules, picked by ``MODEL.RELOC.DECODER.NAME``:
   The paper's rule glues distant false positives to the true action into one long segment; the
   runs rule keeps them apart and ranks them. When no run exists, the best second alone is
   returned, with the same score formula (then <= 0).
+- ``"alignment"`` (temporal model with QUERY_POOLING "seconds"): the query's V seconds are laid
+  along the reference in order, one segment per start second o, ``[o, o + V)``, scored by the
+  mean match probability of the aligned (reference second o + i, query second i) pairs: the
+  diagonal of the (reference second x query second) probability matrix. The best ``TOP_K``
+  non-overlapping alignments are returned. Unlike a per-second threshold, it uses the query's
+  length and order: seconds next to a copy that look like *some* query second (the same shot a
+  moment earlier) do not extend the segment, and the score is itself a probability.
 """
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["decode_segments", "decode_paper", "decode_runs"]
+__all__ = ["decode_segments", "decode_paper", "decode_runs", "decode_alignment"]
 
 
 def _check(scores: torch.Tensor, seconds: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -89,12 +96,42 @@ def decode_runs(
     return _segments([runs[r] for r in order], [areas[r] for r in order], seconds)
 
 
-def decode_segments(
-    scores: torch.Tensor, seconds: torch.Tensor, *, name: str, threshold: float, top_k: int
+def decode_alignment(
+    pair_scores: torch.Tensor, seconds: torch.Tensor, *, top_k: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Dispatch on ``MODEL.RELOC.DECODER.NAME``; returns ``(segments (K, 2), scores (K,))``."""
+    """Best ``top_k`` non-overlapping in-order alignments of the query's seconds (columns of the
+    (T, V) probability matrix) with consecutive reference seconds; score: the diagonal's mean.
+    A query longer than the reference aligns its first T seconds."""
+    if top_k < 1:
+        raise ValueError(f"DECODER.TOP_K must be >= 1, got {top_k}")
+    p = torch.as_tensor(pair_scores, dtype=torch.float32)
+    _, seconds = _check(p.amax(dim=1) if p.dim() == 2 else p, seconds)
+    t, v = p.shape[0], min(p.shape[1], p.shape[0])
+    idx = torch.arange(v)
+    diag = torch.stack([p[o + idx, idx].mean() for o in range(t - v + 1)])
+    picked: list = []
+    for o in torch.argsort(diag, descending=True, stable=True).tolist():
+        if all(o + v <= q or q + v <= o for q in picked):
+            picked.append(o)
+        if len(picked) == top_k:
+            break
+    return _segments([(o, o + v - 1) for o in picked], [float(diag[o]) for o in picked], seconds)
+
+
+def decode_segments(
+    scores: torch.Tensor, seconds: torch.Tensor, *, name: str, threshold: float, top_k: int,
+    pair_scores: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Dispatch on ``MODEL.RELOC.DECODER.NAME``; returns ``(segments (K, 2), scores (K,))``.
+    ``pair_scores`` (T, V): per (reference second, query second) probabilities ("alignment")."""
+    if name == "alignment":
+        if pair_scores is None:
+            raise ValueError("MODEL.RELOC.DECODER.NAME 'alignment' needs per-query-second scores: "
+                             "use it with RelocTemporal and QUERY_POOLING 'seconds'")
+        return decode_alignment(pair_scores, seconds, top_k=top_k)
     if name == "paper":
         return decode_paper(scores, seconds, threshold=threshold)
     if name == "runs":
         return decode_runs(scores, seconds, threshold=threshold, top_k=top_k)
-    raise ValueError(f"unknown MODEL.RELOC.DECODER.NAME {name!r}; expected 'paper' or 'runs'")
+    raise ValueError(f"unknown MODEL.RELOC.DECODER.NAME {name!r}; expected 'paper', 'runs' or "
+                     f"'alignment'")

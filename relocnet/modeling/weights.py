@@ -58,7 +58,12 @@ class LoadReport:
 
 
 def resolve_checkpoint(path_or_url: str, cache_dir: Optional[str] = None) -> str:
-    """A local file for ``path_or_url``; URLs are downloaded once into ``cache_dir``."""
+    """A local file for ``path_or_url``; URLs are downloaded once into ``cache_dir``;
+    ``model_zoo:NAME`` is a pretrained file the model zoo finds (relocnet.model_zoo.PRETRAINED)."""
+    if path_or_url.startswith("model_zoo:"):
+        from ..model_zoo import get_pretrained
+
+        return get_pretrained(path_or_url.split(":", 1)[1])
     if urlparse(path_or_url).scheme in ("http", "https"):
         cache_dir = cache_dir or os.path.join(torch.hub.get_dir(), "checkpoints")
         os.makedirs(cache_dir, exist_ok=True)

@@ -81,11 +81,15 @@ def fine_hit(model, query: Dict[str, Any], path: str, length: int, cand: Candida
 
 
 def best_segment(outputs: Dict[str, torch.Tensor]) -> Tuple[float, float, float]:
-    """(start, end, mean match probability of its seconds) of the model's best segment (of the
-    whole span when the decoder returned none)."""
+    """(start, end, match probability) of the model's best segment (of the whole span when the
+    decoder returned none): the model's ``segment_probabilities`` where it gives them, else the
+    mean score of the segment's seconds."""
     scores, seconds = outputs["second_scores"], outputs["seconds"]
     if len(outputs["segment_scores"]):
-        start, end = (float(x) for x in outputs["segments"][int(outputs["segment_scores"].argmax())])
+        best = int(outputs["segment_scores"].argmax())
+        start, end = (float(x) for x in outputs["segments"][best])
+        if "segment_probabilities" in outputs:  # the model's own probability of the segment
+            return start, end, float(outputs["segment_probabilities"][best])
     else:
         start, end = float(seconds[0]), float(seconds[-1]) + 1
     inside = (seconds >= start) & (seconds < end)

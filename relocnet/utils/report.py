@@ -47,10 +47,13 @@ def detections_by_second(outputs: Dict[str, Any]) -> Dict[int, List[Detection]]:
 
 
 def segment_list(outputs: Dict[str, Any]) -> List[Dict[str, float]]:
-    """Ranked segments [{"rank", "start", "end", "score"}] from the model's outputs."""
-    return [{"rank": k + 1, "start": float(s), "end": float(e), "score": float(v)}
-            for k, ((s, e), v) in enumerate(zip(outputs["segments"].tolist(),
-                                                outputs["segment_scores"].tolist()))]
+    """Ranked segments [{"rank", "start", "end", "score", "probability"}] from the model's
+    outputs (score: the decoder's ranking score; probability: the segment's match probability)."""
+    return [{"rank": k + 1, "start": float(s), "end": float(e), "score": float(v),
+             "probability": float(p)}
+            for k, ((s, e), v, p) in enumerate(zip(outputs["segments"].tolist(),
+                                                   outputs["segment_scores"].tolist(),
+                                                   outputs["segment_probabilities"].tolist()))]
 
 
 # ----------------------------------------------------------------------------- timeline
@@ -217,7 +220,8 @@ def write_html(path: str, results: Dict[str, Any], keyframes: Dict[int, List[str
     e = html.escape
     q, r = results["query"], results["reference"]
     rows = "".join(f"<tr><td>{s['rank']}</td><td>{s['start']:g}</td><td>{s['end']:g}</td>"
-                   f"<td>{s['score']:.3f}</td></tr>" for s in results["segments"])
+                   f"<td>{s['probability']:.3f}</td><td>{s['score']:.3f}</td></tr>"
+                   for s in results["segments"])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>relocnet: "
              f"{e(os.path.basename(q['video']))} in {e(os.path.basename(r['video']))}</title>"
              f"<style>{_CSS}</style></head><body>",
@@ -233,17 +237,25 @@ def write_html(path: str, results: Dict[str, Any], keyframes: Dict[int, List[str
         f"{e(results['config'])}</code>, weights <code>{e(str(results['weights']))}</code>, "
         f"features {e(results['cache']['status'])} in cache; "
         f"{results['timings'].get('total', 0):.1f} s in all</p>")
+    verdict = "found" if results["found"] else "not found"
+    parts.append(f"<p class='decision'><b>Decision: {verdict}</b>: the top segment's match "
+                 f"probability {results['segments'][0]['probability']:.3f} "
+                 f"{'reaches' if results['found'] else 'is below'} the model's threshold "
+                 f"{results['match_threshold']:.3f} (calibrated on validation data when the "
+                 f"weights carry one).</p>")
     parts.append("<img src='timeline.png' alt='score per second' style='max-width:100%'>")
     dec = results["model"]["decoder"]
     meaning = {"runs": "the area of the score curve above the threshold inside the segment",
                "paper": "the mean score of the seconds inside the segment"}.get(dec["name"], "")
     parts.append(f"<h2>Matched segments</h2><table><tr><th>rank</th><th>start (s)</th>"
-                 f"<th>end (s)</th><th>score</th></tr>{rows}</table><p>Decoder "
+                 f"<th>end (s)</th><th>match probability</th><th>ranking score</th></tr>{rows}"
+                 f"</table><p>A segment's match probability is its best second's. Decoder "
                  f"<code>{e(dec['name'])}</code>, threshold {dec['threshold']:g}: a segment's "
-                 f"score is {meaning}.</p>")
+                 f"ranking score is {meaning}.</p>")
     for seg in results["segments"]:
         k = seg["rank"]
-        parts.append(f"<h3>#{k}: {seg['start']:g}–{seg['end']:g} s, score {seg['score']:.3f}</h3>")
+        parts.append(f"<h3>#{k}: {seg['start']:g}–{seg['end']:g} s, match probability "
+                     f"{seg['probability']:.3f}</h3>")
         imgs = "".join(f"<a href='{e(p)}'><img src='{e(p)}' alt='{e(p)}'></a>"
                        for p in keyframes.get(k, []))
         parts.append(f"<div class='frames'>{imgs}</div>")

@@ -26,12 +26,21 @@ from .convlstm import MacroBranch
 from .micro import build_micro_branch
 
 __all__ = ["FEATURE_SCALES", "SiameseVideoBackbone", "build_siamese_video_backbone",
-           "build_spatial_resnet"]
+           "build_spatial_resnet", "build_relocnet_resnet_backbone"]
 
 logger = logging.getLogger(__name__)
 
 FEATURE_SCALES = ("spatial", "macro", "micro")  # the concatenation order of eq. 10
 _BLOCKS_TO_RES4 = {18: [2, 2, 2], 34: [3, 4, 6], 50: [3, 4, 6], 101: [3, 4, 23], 152: [3, 8, 36]}
+
+
+@BACKBONE_REGISTRY.register()
+def build_relocnet_resnet_backbone(cfg, input_shape: Optional[ShapeSpec] = None) -> ResNet:
+    """The ResNet spatial branch (MODEL.RELOC.SPATIAL_NAME), with MODEL.RELOC.SPATIAL_WEIGHTS."""
+    resnet = build_spatial_resnet(cfg)
+    if cfg.MODEL.RELOC.SPATIAL_WEIGHTS:
+        load_spatial_weights(resnet, cfg.MODEL.RELOC.SPATIAL_WEIGHTS)
+    return resnet
 
 
 def build_spatial_resnet(cfg) -> ResNet:
@@ -130,7 +139,8 @@ class SiameseVideoBackbone(Backbone):
             macro = MacroBranch(in_channels=micro.out_channels,
                                 hidden_channels=cfg.MODEL.RELOC.MACRO.HIDDEN,
                                 kernel_size=cfg.MODEL.RELOC.MACRO.KERNEL)
-        return {"spatial": build_spatial_resnet(cfg), "micro": micro, "macro": macro,
+        spatial = BACKBONE_REGISTRY.get(cfg.MODEL.RELOC.SPATIAL_NAME)(cfg, input_shape)
+        return {"spatial": spatial, "micro": micro, "macro": macro,
                 "features": features, "num_micro": num_micro}
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
@@ -180,10 +190,9 @@ class SiameseVideoBackbone(Backbone):
 @BACKBONE_REGISTRY.register()
 def build_siamese_video_backbone(cfg, input_shape: Optional[ShapeSpec] = None
                                  ) -> SiameseVideoBackbone:
-    """Build the backbone and load MODEL.RELOC.SPATIAL_WEIGHTS / MICRO.WEIGHTS when set."""
+    """Build the backbone and load MODEL.RELOC.MICRO.WEIGHTS when set (the spatial branch's
+    builder loads MODEL.RELOC.SPATIAL_WEIGHTS)."""
     backbone = SiameseVideoBackbone(cfg, input_shape)
-    if cfg.MODEL.RELOC.SPATIAL_WEIGHTS:
-        load_spatial_weights(backbone.spatial, cfg.MODEL.RELOC.SPATIAL_WEIGHTS)
     if cfg.MODEL.RELOC.MICRO.WEIGHTS:
         if backbone.micro is None:
             logger.info("MODEL.RELOC.MICRO.WEIGHTS ignored: FEATURES %s use no micro 3D CNN",

@@ -30,6 +30,7 @@ from fvcore.nn import smooth_l1_loss, weight_init
 from torch import nn
 
 from ..correlation import correlate_all_pairs
+from .registry import RELOC_HEAD_REGISTRY
 
 __all__ = ["RegionMatcher", "CorrelationHead", "RelocROIHeads"]
 
@@ -74,6 +75,7 @@ class RegionMatcher(nn.Module):
         return (r + q).flatten(0, 1)
 
 
+@RELOC_HEAD_REGISTRY.register()
 class CorrelationHead(nn.Module):
     """Matcher, ResNet stage, global average pooling, match logit and (optional) box deltas.
 

@@ -43,7 +43,7 @@ self-supervised pairs): ``"loss_aux_class"``. Learning "match / no match" from s
 backbone one bit per second; naming the action gives it a discriminative embedding, whose cosine
 similarity then transfers to unseen classes (a few-shot learning practice; not in the paper).
 """
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,7 @@ class RelocMetaArchBase(nn.Module):
         aux_weight: float = 0.0,
         aux_dim: int = 0,
         aux_scale: float = 10.0,
+        match_threshold: float = 0.5,
     ):
         """
         Args:
@@ -102,6 +103,9 @@ class RelocMetaArchBase(nn.Module):
             aux_classes, aux_weight: the auxiliary classification loss (off when either is 0).
             aux_dim: channels it classifies (the head's embedding or the ROI features).
             aux_scale: the cosine classifier's logit scale.
+            match_threshold: the probability at which the best segment counts as found; a
+                persistent buffer, so the value calibrated on validation data
+                (tools/calibrate.py) travels with the weights.
         """
         super().__init__()
         if input_format not in ("RGB", "BGR"):
@@ -129,6 +133,7 @@ class RelocMetaArchBase(nn.Module):
         self.aux_classifier = None
         if aux_classes > 0 and aux_weight > 0:
             self.aux_classifier = nn.Linear(aux_dim, aux_classes, bias=False)
+        self.register_buffer("match_threshold", torch.tensor(float(match_threshold)))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1, 1), False)
         if self.pixel_mean.shape != (3, 1, 1, 1) or self.pixel_std.shape != (3, 1, 1, 1):
@@ -154,6 +159,7 @@ class RelocMetaArchBase(nn.Module):
             decoder_top_k=r.DECODER.TOP_K,
             aux_classes=r.AUX_CLASSES,
             aux_weight=r.AUX_LOSS_WEIGHT,
+            match_threshold=r.MATCH_THRESHOLD,
             aux_dim=(r.HEAD.EMBED_CHANNELS if r.HEAD.SCORE == "similarity"
                      else backbone.output_shape()["features"].channels),
         )
@@ -284,15 +290,30 @@ class RelocMetaArchBase(nn.Module):
 
     # ------------------------------------------------------------------ outputs
     def temporal_outputs(
-        self, second_scores: torch.Tensor, seconds: torch.Tensor
+        self, second_scores: torch.Tensor, seconds: torch.Tensor,
+        pair_scores: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
-        """The contract's temporal keys from per-second scores (CPU tensors)."""
+        """The contract's temporal keys from per-second scores (CPU tensors): the decoded
+        segments with their ranking scores and match probabilities (the best second's score
+        inside each; the "alignment" decoder's scores are probabilities already), and ``"found"``:
+        whether the top segment's probability reaches ``match_threshold``. ``pair_scores``: (T, V)
+        probabilities of each (reference second, query second), for the "alignment" decoder."""
         second_scores = second_scores.detach().float().cpu()
         seconds = torch.as_tensor(seconds, dtype=torch.long).cpu()
-        segments, segment_scores = decode_segments(second_scores, seconds, **self.decoder)
+        if pair_scores is not None:
+            pair_scores = pair_scores.detach().float().cpu()
+        segments, segment_scores = decode_segments(second_scores, seconds, **self.decoder,
+                                                   pair_scores=pair_scores)
+        first = int(seconds[0]) if len(seconds) else 0
+        probs = segment_scores.clone() if self.decoder["name"] == "alignment" else torch.stack(
+            [second_scores[int(s) - first : int(e) - first].max() for s, e in segments.tolist()])
+        threshold = float(self.match_threshold)
         return {
             "second_scores": second_scores,
             "seconds": seconds,
             "segments": segments,
             "segment_scores": segment_scores,
+            "segment_probabilities": probs,
+            "found": bool(probs[0] >= threshold),
+            "match_threshold": threshold,
         }

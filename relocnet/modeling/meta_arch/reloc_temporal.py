@@ -8,19 +8,31 @@ With MODEL.RELOC.AUX_LOSS_WEIGHT > 0 the query seconds are also classified among
 classes (``"loss_aux_class"``, see common.py), and with MODEL.RELOC.AUX_REFERENCE so are the full
 frames of the matching reference seconds, where the actor is smaller and among distractors.
 """
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import Boxes
+from torch import nn
 
-from ..heads import CorrelationHead
+from ..heads import build_reloc_head
 from ..windows import average_by_second
 from .common import RelocMetaArchBase
 
 __all__ = ["RelocTemporal"]
+
+
+def _crop(frames: torch.Tensor, box: Sequence[float]) -> torch.Tensor:
+    """uint8 (T, N, H, W, 3) -> the relative ``box`` of every frame, resized back to H x W."""
+    t, n, h, w = frames.shape[:4]
+    x0, y0, x1, y1 = box
+    part = frames[:, :, int(y0 * h) : max(int(y1 * h), int(y0 * h) + 1),
+                  int(x0 * w) : max(int(x1 * w), int(x0 * w) + 1)]
+    x = part.flatten(0, 1).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(t, n, h, w, 3)
 
 
 @META_ARCH_REGISTRY.register()
@@ -28,61 +40,82 @@ class RelocTemporal(RelocMetaArchBase):
     """Siamese backbone, full-frame matching per second, a match score per reference second."""
 
     @configurable
-    def __init__(self, *, head: CorrelationHead, aux_reference: bool = False, **kwargs):
+    def __init__(self, *, head: nn.Module, aux_reference: bool = False,
+                 query_crops: Sequence[Sequence[float]] = (), **kwargs):
         """
         Args:
-            head: a CorrelationHead; its box branch, if any, is not used.
+            head: a head of RELOC_HEAD_REGISTRY (MODEL.RELOC.HEAD.NAME) without box regression.
             aux_reference: also classify matching reference seconds (needs the aux classifier).
+            query_crops: relative boxes (x0, y0, x1, y1) of the query frame; at inference each is
+                cut out, resized to the input size and matched as well as the full frame, and a
+                query second scores its best view (a copy shown small, e.g. picture in picture,
+                is matched at the scale of the original).
             kwargs: see :class:`RelocMetaArchBase`.
         """
         super().__init__(**kwargs)
         self.head = head
         self.aux_reference = aux_reference
+        self.query_crops = [tuple(float(v) for v in box) for box in query_crops]
+        for box in self.query_crops:
+            if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+                raise ValueError(f"MODEL.RELOC.QUERY_CROPS: {list(box)} is not a relative box "
+                                 f"x0 < x1, y0 < y1 in [0, 1]")
 
     @classmethod
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
         ret = cls.base_config(cfg, backbone)
         channels = backbone.output_shape()["features"].channels
-        ret["head"] = CorrelationHead(cfg, channels, box_reg=False)
+        ret["head"] = build_reloc_head(cfg, channels, box_reg=False)
         ret["aux_reference"] = cfg.MODEL.RELOC.AUX_REFERENCE
+        ret["query_crops"] = [list(b) for b in cfg.MODEL.RELOC.QUERY_CROPS]
         return ret
 
-    def _frame_rois(self, features: torch.Tensor, size) -> torch.Tensor:
+    def frame_rois(self, features: torch.Tensor, size) -> torch.Tensor:
         """(T, C, h, w) -> (T, C, S, S): ROIAlign with the full-frame box of an (H, W) input."""
         h, w = size
         box = torch.tensor([[0.0, 0.0, float(w), float(h)]], device=features.device)
         return self.pooler([features], [Boxes(box)] * features.shape[0])
 
     def _window_logits(self, batch, queries: List[torch.Tensor], pairs):
-        """Match logits (n,) of every window of a backbone batch (one head call per pair), and
-        the (pair index, full-frame ROIs of its windows) they were computed from."""
+        """Match logits (n, D) of every window of a backbone batch (one head call per pair; D
+        query objects: 1, or the query's seconds), and the (pair index, full-frame ROIs of its
+        windows) they were computed from."""
         out: List[torch.Tensor] = []
         rois = []
         for i in sorted({i for i, _, _ in batch}):
             windows = [f["features"] for j, _, f in batch if j == i]
             size = tuple(pairs[i]["reference"].shape[2:4])
-            rois.append((i, self._frame_rois(torch.cat(windows), size)))
+            rois.append((i, self.frame_rois(torch.cat(windows), size)))
             out.extend(self._score_rois(rois[-1][1], queries[i], [f.shape[0] for f in windows]))
         return out, rois
 
     def _score_rois(self, rois: torch.Tensor, query: torch.Tensor, sizes) -> List[torch.Tensor]:
-        logits, _ = self.head(rois, query)  # (n, D): D = 1, or query seconds ("seconds" pooling)
-        return list(logits.amax(dim=1).split(sizes))
+        logits, _ = self.head(rois, query)  # (n, D * views): D = 1, or query seconds
+        views = 1 + len(self.query_crops) if not self.training else 1
+        return list(logits.view(len(rois), -1, views).amax(dim=2).split(sizes))
 
     # ------------------------------------------------------------------ steps of inference_one,
     # public for streamed inference over long videos (relocnet/engine/inference.py)
     def query_descriptor(self, pair: Dict[str, Any]) -> torch.Tensor:
         """The full-frame query features of one pair: (1, C, S, S) pooled over seconds, or
-        (V, C, S, S), one per valid second, with QUERY_POOLING "seconds"."""
-        return self.query_rois([pair], full_frame=True)[0]
+        (V, C, S, S), one per valid second, with QUERY_POOLING "seconds"; with QUERY_CROPS (at
+        inference) the views of each: (D * (1 + crops), C, S, S), object-major."""
+        views = [self.query_rois([pair], full_frame=True)[0]]
+        if not self.training:
+            for box in self.query_crops:
+                views.append(self.query_rois([dict(pair, query=_crop(pair["query"], box))],
+                                             full_frame=True)[0])
+        return torch.stack(views, dim=1).flatten(0, 1)
 
     def window_logits(
         self, features: List[torch.Tensor], size, query: torch.Tensor
     ) -> List[torch.Tensor]:
-        """Match logits (n,) of reference windows, given their backbone ``"features"`` (n, C, h, w)
-        each, the input size (H, W) and a query descriptor; one head call for all of them."""
-        rois = self._frame_rois(torch.cat(features), size)
+        """Match logits (n, D) of reference windows against the D query objects (1, or the
+        query's seconds), given their backbone ``"features"`` (n, C, h, w) each, the input size
+        (H, W) and a query descriptor; one head call for all of them. A second's match logit is
+        the max over D."""
+        rois = self.frame_rois(torch.cat(features), size)
         return self._score_rois(rois, query, [f.shape[0] for f in features])
 
     def forward(self, batched_inputs: List[Dict[str, Any]]):
@@ -94,7 +127,7 @@ class RelocTemporal(RelocMetaArchBase):
         refs = [x["reference"] for x in batched_inputs]
         for batch in self.iter_windows(refs, self.reference_seconds):
             batch_logits, batch_rois = self._window_logits(batch, queries, batched_inputs)
-            logits.extend(batch_logits)
+            logits.extend(lg.amax(dim=1) for lg in batch_logits)
             rois.extend(batch_rois)
             for i, s, feats in batch:
                 n = feats["features"].shape[0]
@@ -115,11 +148,13 @@ class RelocTemporal(RelocMetaArchBase):
 
     @torch.no_grad()
     def inference_one(self, pair: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-        """Scores of every reference second, merged over windows, and decoded segments."""
+        """Scores of every reference second (and of each of its pairs with a query second),
+        merged over windows, and decoded segments."""
         query = [self.query_descriptor(pair)]
         items = []
         for batch in self.iter_windows([pair["reference"]], self.reference_seconds):
             for (_, s, _), logits in zip(batch, self._window_logits(batch, query, [pair])[0]):
                 items.extend((s + t, p) for t, p in enumerate(logits.sigmoid()))
-        scores = torch.stack(average_by_second(items, pair["reference"].shape[0]))
-        return self.temporal_outputs(scores, pair["reference_seconds"])
+        pair_scores = torch.stack(average_by_second(items, pair["reference"].shape[0]))
+        return self.temporal_outputs(pair_scores.amax(dim=1), pair["reference_seconds"],
+                                     pair_scores)

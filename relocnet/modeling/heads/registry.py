@@ -1,0 +1,18 @@
+"""The registry of matching heads (MODEL.RELOC.HEAD.NAME), in the manner of PointRend's point heads.
+
+A head maps reference ROI features (P, C, S, S) and query objects (D, C, S, S) to match logits
+(P, D) and box deltas (P, D, 4) or None. ``build_reloc_head(cfg, in_channels, box_reg)`` builds the
+one named in the config.
+"""
+from detectron2.utils.registry import Registry
+
+__all__ = ["RELOC_HEAD_REGISTRY", "build_reloc_head"]
+
+RELOC_HEAD_REGISTRY = Registry("RELOC_HEAD")
+RELOC_HEAD_REGISTRY.__doc__ = """Heads scoring reference regions against query objects:
+(P, C, S, S), (D, C, S, S) -> logits (P, D), deltas (P, D, 4) or None."""
+
+
+def build_reloc_head(cfg, in_channels: int, box_reg: bool):
+    """The head named by MODEL.RELOC.HEAD.NAME."""
+    return RELOC_HEAD_REGISTRY.get(cfg.MODEL.RELOC.HEAD.NAME)(cfg, in_channels, box_reg=box_reg)

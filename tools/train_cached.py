@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Train the matching head of a frozen-backbone temporal model on cached features.
+
+    python tools/train_cached.py --videos DIR_OR_FILE [...] [--config-file C] \\
+        [--queries-per-video 12] [--iterations 600] [--output output/EffL0_cached]
+
+Every second of every video and of its augmented query spans goes through the frozen backbone
+once (relocnet/engine/cached_training.py); the head then trains on those features. Writes
+``model_final.pth`` (the trained parameters only: the frozen ImageNet branches come from the model
+zoo when the model is built) and ``metrics.json``. Calibrate its match threshold afterwards with
+``tools/real_copies.py calibrate``. Default config: the shipped temporal model's.
+"""
+import argparse
+import glob
+import json
+import logging
+import os
+import sys
+import time
+
+import torch
+
+from relocnet.data.datasets import VIDEO_EXTENSIONS
+from relocnet.engine.cached_training import build_feature_set, train_head
+from relocnet.engine.inference import load_model, trained_state_dict
+from relocnet.engine.setup import setup_cfg
+from relocnet.model_zoo import default_model
+
+
+def _videos(items):
+    out = []
+    for item in items:
+        if os.path.isdir(item):
+            out += sorted(p for p in glob.glob(os.path.join(item, "**", "*"), recursive=True)
+                          if p.lower().endswith(tuple(VIDEO_EXTENSIONS)))
+        elif os.path.isfile(item):
+            out.append(item)
+        else:
+            raise SystemExit(f"train_cached: {item}: no such file or directory")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", nargs="+", required=True, help="video files or folders")
+    ap.add_argument("--config-file", default="")
+    ap.add_argument("--queries-per-video", type=int, default=12)
+    ap.add_argument("--iterations", type=int, default=600)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output", default="output/EffL0_cached")
+    args, opts = ap.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.manual_seed(args.seed)
+    config_file = args.config_file or default_model("temporal")["config_file"]
+    cfg = setup_cfg(argparse.Namespace(config_file=config_file, opts=opts), log=False)
+    model = load_model(cfg, "")
+    v = cfg.INPUT.VIDEO
+    videos = _videos(args.videos)
+    t0 = time.perf_counter()
+    data = build_feature_set(model, videos, fps=v.FPS, size=(v.HEIGHT, v.WIDTH),
+                             queries_per_video=args.queries_per_video, seed=args.seed)
+    t1 = time.perf_counter()
+    losses = train_head(model.head, data, iterations=args.iterations, batch_size=args.batch_size,
+                        lr=args.lr, seed=args.seed)
+    t2 = time.perf_counter()
+    os.makedirs(args.output, exist_ok=True)
+    path = os.path.join(args.output, "model_final.pth")
+    torch.save({"model": trained_state_dict(model)}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    metrics = {"videos": len(videos), "queries": len(data.queries),
+               "seconds": sum(len(f) for f in data.videos), "feature_seconds": round(t1 - t0, 1),
+               "train_seconds": round(t2 - t1, 1), **losses, "config": config_file,
+               "scale": float(model.head.scale), "offset": float(model.head.offset)}
+    with open(os.path.join(args.output, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
