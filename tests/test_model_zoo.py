@@ -72,4 +72,11 @@ def test_main_job_relocalizes_a_synthreloc_pair_with_the_shipped_model(tmp_path)
     assert results["weights"] == default_model("temporal")["weights"]
     assert not results["random_weights"] and results["segments"]
     assert os.path.isfile(tmp_path / "demo" / "pair.png")
-    assert any(line.startswith("ground truth") and "top-1 tIoU" in line for line in lines)
+    truths = [line for line in lines if line.startswith("ground truth")]
+    assert len(truths) == 2 and all("tIoU" in line and "match probability" in line
+                                    for line in truths)
+    # the real-footage copy (a cropped, rotated copy of bikes.mp4 [4, 7) s) is found exactly
+    assert truths[0].startswith("ground truth [[4.0, 7.0]]; top-1 4-7 s, tIoU 1.00")
+    assert truths[0].endswith(")") and ": found (" in truths[0]
+    with open(tmp_path / "demo" / "copy" / "results.json") as f:
+        assert json.load(f)["found"] is True

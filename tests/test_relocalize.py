@@ -202,8 +202,11 @@ def _check_report(out, mode):
     res = json.loads((out / "results.json").read_text())
     assert res["mode"] == mode and len(res["second_scores"]) == 10
     assert 1 <= len(res["segments"]) <= 2 and set(res["segments"][0]) == {"rank", "start", "end",
-                                                                          "score"}
+                                                                          "score", "probability"}
+    top = res["segments"][0]["probability"]
+    assert 0.0 <= top <= 1.0 and res["found"] == (top >= res["match_threshold"])
     html = (out / "report.html").read_text()
+    assert ("Decision: found" if res["found"] else "Decision: not found") in html
     links = re.findall(r"(?:src|href)='([^']+)'", html)
     assert "timeline.png" in links and "results.json" in links
     assert all(not os.path.isabs(p) and (out / p).is_file() for p in links), links
