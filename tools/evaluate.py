@@ -24,6 +24,7 @@ from relocnet.evaluation.archive import archive_metrics, load_archive_file  # no
 from relocnet.evaluation.metrics import (  # noqa: E402
     check_fps_eval, spatio_temporal_metrics, temporal_metrics)
 from relocnet.evaluation.predictions import load_predictions  # noqa: E402
+from relocnet.utils.fileio import read_json  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -41,11 +42,12 @@ def parse_args(argv=None):
 
 
 def _task(path: str) -> str:
+    """The file's "task", or "" (load_pairs then reports what is wrong with the file)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f).get("task", "")
-    except (OSError, ValueError, AttributeError):
-        return ""  # load_pairs reports the problem
+        data = read_json(path, ValueError)
+    except ValueError:
+        return ""
+    return data.get("task", "") if isinstance(data, dict) else ""
 
 
 def evaluate_archive(args):

@@ -14,10 +14,10 @@ A hit is right when its video is the query's and its tIoU with a ground-truth se
 (e.g. exhaustive per-video re-localization), ``agreement@1``: the two first hits lie in the same
 video with tIoU >= TIOU between them (no hit on either side agrees only with no hit).
 """
-import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..utils.fileio import read_json
 from .metrics import tiou
 
 __all__ = ["TIOU", "load_archive_file", "archive_metrics", "same_place", "write_archive_file",
@@ -32,11 +32,7 @@ def _fail(path: str, problem: str):
 
 def load_archive_file(path: str, key: str) -> Any:
     """The ``key`` ("queries" or "predictions") of an archive JSON file, checked for shape."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        _fail(path, f"cannot read JSON ({exc})")
+    data = read_json(path, ValueError)
     if not isinstance(data, dict) or data.get("task") != "archive" or key not in data:
         _fail(path, f'expected {{"task": "archive", "{key}": ...}}')
     value = data[key]
