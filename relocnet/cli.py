@@ -1,5 +1,10 @@
-"""The `relocnet` command: `relocnet relocalize` finds a query clip's action in a reference video.
+"""The `relocnet` command: `relocnet relocalize` finds a query clip's action in a reference video;
+`relocnet index` / `relocnet search` find a query clip in a whole archive (relocnet/search/).
 
+    relocnet index --videos DIR|LIST --index IDX [--config-file C --weights W]
+        [--num-gpus N --num-machines M --machine-rank R --dist-url URL]
+    relocnet search --query Q.mp4 [--query-start S --query-end E] --index IDX [--top-k K]
+        --output DIR
     relocnet relocalize --query Q.mp4 [--query-start S --query-end E]
         [--query-box x1,y1,x2,y2 ... | --query-boxes FILE] --reference R.mp4
         [--config-file C --weights W] [--top-k K] [--cache-dir DIR | --no-cache] --output DIR
@@ -57,7 +62,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     p.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ... (anywhere on the line)")
+    _add_index_parser(sub)
+    _add_search_parser(sub)
     return ap
+
+
+def _add_model_args(p) -> None:
+    p.add_argument("--config-file", default="", help="default: the shipped temporal model's")
+    p.add_argument("--weights", default=None, help="checkpoint (default: the shipped model's)")
+    p.add_argument("--allow-random-weights", action="store_true",
+                   help="run without trained weights (tests only: the results mean nothing)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    p.add_argument("opts", nargs="*", help="config overrides: KEY VALUE ... (anywhere on the line)")
+
+
+def _add_index_parser(sub) -> None:
+    p = sub.add_parser("index", help="index every second of an archive of videos (FAISS)")
+    p.add_argument("--videos", required=True, help="a directory (searched recursively) or a "
+                   "file listing one video path per line; the index mirrors it")
+    p.add_argument("--index", required=True, help="index directory (created or updated)")
+    p.add_argument("--overlap", type=int, default=0,
+                   help="window overlap (s) for the descriptors (default 0: each second once)")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
+    p.add_argument("--num-machines", type=int, default=1)
+    p.add_argument("--machine-rank", type=int, default=0)
+    p.add_argument("--dist-url", default="auto", help="torch.distributed init URL "
+                   "(auto: a free local port, one machine only)")
+    _add_model_args(p)
+
+
+def _add_search_parser(sub) -> None:
+    p = sub.add_parser("search", help="find a query clip in an indexed archive")
+    p.add_argument("--query", required=True, help="query video")
+    p.add_argument("--query-start", type=float, default=None, help="query start (s, default 0)")
+    p.add_argument("--query-end", type=float, default=None, help="query end (s, default: its end)")
+    p.add_argument("--index", required=True, help="index directory (relocnet index)")
+    p.add_argument("--top-k", type=int, default=10, help="hits to report")
+    p.add_argument("--candidates", type=int, default=5,
+                   help="coarse candidates re-localized by the fine stage")
+    p.add_argument("--neighbors", type=int, default=100,
+                   help="nearest indexed seconds per query second")
+    p.add_argument("--margin", type=int, default=3,
+                   help="seconds added on both sides of a candidate for the fine stage")
+    p.add_argument("--no-fine", action="store_true", help="coarse stage only")
+    p.add_argument("--output", required=True, help="output directory")
+    _add_model_args(p)
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
@@ -187,12 +237,80 @@ def relocalize_command(args) -> int:
     return 0
 
 
+def _model_files(args, defaults: Optional[Dict[str, str]] = None) -> None:
+    """Fill in --config-file/--weights (from ``defaults``, else the shipped temporal model) and
+    check that the files exist."""
+    from .model_zoo import default_model
+
+    defaults = defaults or default_model("temporal")
+    if not args.config_file:
+        args.config_file = defaults["config_file"]
+    if args.weights is None:
+        args.weights = defaults["weights"]
+    for what, path in (("config file", args.config_file), ("weights", args.weights)):
+        if path and not os.path.isfile(path):
+            raise CLIError(f"{what} {path}: file not found")
+    if not args.weights and not args.allow_random_weights:
+        raise CLIError("no trained weights: pass --weights W (--allow-random-weights runs an "
+                       "untrained model, whose results mean nothing)")
+
+
+def _temporal_cfg(args):
+    """The RelocTemporal config of --config-file and the overrides (no decoder top-k)."""
+    return _config(argparse.Namespace(config_file=args.config_file, opts=args.opts, top_k=None),
+                   "temporal")
+
+
+def index_command(args) -> int:
+    from detectron2.engine import launch
+
+    from .search.index_job import index_main
+
+    from .search.indexer import list_videos
+
+    try:
+        args.video_list = list_videos(args.videos)
+    except (OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    _model_files(args)
+    launch(index_main, args.num_gpus, num_machines=args.num_machines,
+           machine_rank=args.machine_rank, dist_url=args.dist_url,
+           args=(args, _temporal_cfg(args), {}))  # rank 0 prints the summary
+    return 0
+
+
+def search_command(args) -> int:
+    from .engine.output_dir import claim_output, publish
+    from .search.search_job import run_search
+    from .search.snapshot import load_snapshot
+
+    t0 = time.perf_counter()
+    if args.top_k < 1 or args.candidates < 1 or args.neighbors < 1:
+        raise CLIError("--top-k, --candidates and --neighbors must be >= 1")
+    if not os.path.isfile(args.query):
+        raise CLIError(f"query video {args.query}: file not found")
+    snapshot = load_snapshot(args.index)
+    meta = snapshot.meta
+    _model_files(args, {"config_file": meta["config_file"], "weights": meta["weights"]}
+                 if os.path.isfile(meta.get("config_file", "")) else None)
+    cfg = _temporal_cfg(args)
+    with claim_output(args.output) as tmp:
+        summary = run_search(args, cfg, snapshot, tmp, t0)
+        publish(tmp, args.output)
+    for line in summary:
+        print(line)
+    print(f"report: {os.path.join(os.path.abspath(args.output), 'report.html')}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the `relocnet` console script; returns the exit code."""
     from .data.video import VideoDecodeError
     from .engine.feature_cache import CacheError
     from .engine.inference import InputError, WeightsError
     from .engine.output_dir import OutputDirError
+    from .search.catalog import CatalogError
+    from .search.snapshot import SnapshotError
     from .utils.fileio import Terminated, terminate_as_interrupt
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -202,9 +320,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     try:
         with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C: no temp dir is left
-            return relocalize_command(parse_args(argv))
+            args = parse_args(argv)
+            command = {"relocalize": relocalize_command, "index": index_command,
+                       "search": search_command}[args.command]
+            return command(args)
     except (CLIError, InputError, WeightsError, VideoDecodeError, OutputDirError, CacheError,
-            OSError) as exc:
+            OSError, CatalogError, SnapshotError) as exc:
         _error(str(exc))
         return 2 if isinstance(exc, CLIError) else 1
     except KeyboardInterrupt as exc:

@@ -459,3 +459,30 @@ def test_overfit_pairs_tool_trains_and_reports_auc(tmp_path):
                           "--config-file", cfg.replace("temporal", "st")],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert bad.returncode != 0 and "RelocTemporal" in bad.stderr
+
+
+def test_archive_metrics_and_cli(tmp_path, capsys):
+    from relocnet.evaluation.archive import write_archive_file
+
+    truth = [{"query_id": "a", "video": "/x/v1.mp4", "segments": [[4, 8]]},
+             {"query_id": "b", "video": "/x/v2.mp4", "segments": [[0, 3]]},
+             {"query_id": "c", "video": "/x/v3.mp4", "segments": [[10, 12]]}]
+    hit = lambda v, s, e: {"video": f"/x/{v}.mp4", "start": s, "end": e, "score": 1.0}  # noqa
+    preds = {"a": [hit("v1", 5, 8)],  # right (tIoU 0.75)
+             "b": [hit("v1", 0, 3)] + [hit("v9", 0, 1)] * 8 + [hit("v2", 1, 3)],  # 10th right
+             "c": []}
+    exhaustive = {"a": [hit("v1", 4, 8)], "b": [hit("v2", 0, 3)], "c": []}
+    files = {k: str(tmp_path / f"{k}.json") for k in ("gt", "pred", "exh")}
+    write_archive_file(files["gt"], "queries", truth)
+    write_archive_file(files["pred"], "predictions", preds)
+    write_archive_file(files["exh"], "predictions", exhaustive)
+    cli = _load_cli()
+    assert cli.main(["--pairs", files["gt"], "--predictions", files["pred"],
+                     "--agreement-with", files["exh"]]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["R@1"] == pytest.approx(100 / 3) and got["R@10"] == pytest.approx(200 / 3)
+    assert got["mean_tIoU@1"] == pytest.approx(25.0) and got["queries"] == 3
+    assert got["agreement@1"] == pytest.approx(200 / 3)  # a agrees, c: both empty
+    (tmp_path / "bad.json").write_text('{"task": "archive", "predictions": {"a": [{}]}}')
+    assert cli.main(["--pairs", files["gt"], "--predictions", str(tmp_path / "bad.json")]) == 1
+    assert "bad.json: predictions:" in capsys.readouterr().err

@@ -4,9 +4,13 @@
     python tools/benchmark.py correlation [--device cpu|cuda] [--repeat N] [--quick] [--rows-sweep]
     python tools/benchmark.py pipeline --config-file CFG [--weights W]
         [--video PATH | --synthetic-minutes 1,10,60] [--cache-dir DIR] [KEY VALUE ...]
+    python tools/benchmark.py archive-scale --hours 1000,10000 [--stats-index IDX] [--queries N]
+    python tools/benchmark.py archive --index IDX --queries QUERIES.json --output DIR
 
-See relocnet/utils/benchmark.py (correlation) and relocnet/engine/pipeline_benchmark.py
-(pipeline) for what is measured; results and commands are in docs/BENCHMARKS.md.
+See relocnet/utils/benchmark.py (correlation), relocnet/engine/pipeline_benchmark.py
+(pipeline), relocnet/search/scale_benchmark.py (archive-scale: coarse search on generated
+descriptors) and relocnet/search/archive_benchmark.py (archive: search vs exhaustive
+re-localization on a real archive) for what is measured; results and commands are in docs/BENCHMARKS.md.
 """
 import argparse
 import sys
@@ -52,7 +56,36 @@ def parse_args(argv=None):
     p.add_argument("--video-size", type=_size, default=(240, 320),
                    help="HxW of the synthetic videos")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    s = sub.add_parser("archive-scale", help="coarse search on 1,000s of hours of generated "
+                       "descriptors: time, memory, recall")
+    s.add_argument("--hours", default="1000,10000", help="archive sizes (comma-separated)")
+    s.add_argument("--stats-index", default="",
+                   help="an index whose descriptors shape the generated ones (default isotropic)")
+    s.add_argument("--queries", type=int, default=25)
+    s.add_argument("--search-threads", type=int, default=2, help="FAISS threads while searching")
+    s.add_argument("--build-threads", type=int, default=1, help="FAISS threads while building")
+    from relocnet.search.archive_benchmark import add_arguments
+
+    add_arguments(sub.add_parser("archive", help="archive search vs exhaustive re-localization"))
     return ap.parse_args(argv)
+
+
+def _archive_scale(args):
+    import faiss
+    import numpy as np
+
+    from relocnet.search.catalog import Catalog
+    from relocnet.search.scale_benchmark import run_scale_benchmark
+
+    faiss.omp_set_num_threads(args.build_threads)
+    real = None
+    if args.stats_index:
+        catalog = Catalog(f"{args.stats_index}/catalog.sqlite")
+        real = np.concatenate([r.array() for r in catalog.rows() if r.error is None])
+    return run_scale_benchmark([float(h) for h in args.hours.split(",")], real=real,
+                               queries=args.queries, threads=args.search_threads,
+                               build_threads=args.build_threads,
+                               log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def main(argv=None) -> int:
@@ -64,6 +97,12 @@ def main(argv=None) -> int:
                                                  quick=args.quick,
                                                  slow_max_pairs=args.slow_max_pairs,
                                                  rows_sweep=args.rows_sweep)
+    elif args.command == "archive-scale":
+        text, result = _archive_scale(args)
+    elif args.command == "archive":
+        from relocnet.search.archive_benchmark import run_archive_benchmark
+
+        text, result = run_archive_benchmark(args)
     else:
         from relocnet.engine.pipeline_benchmark import run_pipeline_benchmark
 

@@ -2,10 +2,14 @@
 """Score a prediction file against a pair file; the last line printed is the metrics as JSON.
 
     python tools/evaluate.py --pairs PAIRS.json --predictions PRED.json [--fps-eval K]
+    python tools/evaluate.py --pairs ARCHIVE_QUERIES.json --predictions ARCHIVE_PRED.json
+        [--agreement-with EXHAUSTIVE_PRED.json]
 
 The metric follows the pair file's task: temporal -> R@1 at tIoU > 0.5..0.9 (upstream's "mAP"),
 their mean and mean tIoU; spatio_temporal -> per-label PASCAL VOC AP at IoU 0.5/0.3/0.7 and the
-mean over labels. Values are percent. Bad input: a one-line message on stderr, exit status 1.
+mean over labels; archive (relocnet/evaluation/archive.py: ground truth written by
+`tools/benchmark.py archive`, predictions from `relocnet search`) -> archive R@1, R@10 (right
+video and tIoU >= 0.5), mean tIoU and agreement with other predictions. Values are percent. Bad input: a one-line message on stderr, exit status 1.
 """
 import argparse
 import json
@@ -16,9 +20,11 @@ import warnings
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
 from relocnet.data.pairs import PairFileError, load_pairs  # noqa: E402
+from relocnet.evaluation.archive import archive_metrics, load_archive_file  # noqa: E402
 from relocnet.evaluation.metrics import (  # noqa: E402
     check_fps_eval, spatio_temporal_metrics, temporal_metrics)
 from relocnet.evaluation.predictions import load_predictions  # noqa: E402
+from relocnet.utils.fileio import read_json  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -30,7 +36,25 @@ def parse_args(argv=None):
                         "(keys '<metric>/<label>')")
     p.add_argument("--fps-eval", type=int, default=None,
                    help="spatio_temporal only: frames evaluated per reference second (default 1)")
+    p.add_argument("--agreement-with", default="",
+                   help="archive only: predictions to compare the first hits with (agreement@1)")
     return p.parse_args(argv)
+
+
+def _task(path: str) -> str:
+    """The file's "task", or "" (load_pairs then reports what is wrong with the file)."""
+    try:
+        data = read_json(path, ValueError)
+    except ValueError:
+        return ""
+    return data.get("task", "") if isinstance(data, dict) else ""
+
+
+def evaluate_archive(args):
+    truth = load_archive_file(args.pairs, "queries")
+    preds = load_archive_file(args.predictions, "predictions")
+    other = load_archive_file(args.agreement_with, "predictions") if args.agreement_with else None
+    return "archive", archive_metrics(truth, preds, other)
 
 
 def format_table(metrics) -> str:
@@ -42,6 +66,10 @@ def format_table(metrics) -> str:
 
 def evaluate(args):
     """(task, metrics) for the parsed arguments; ValueError/PairFileError on bad input."""
+    if _task(args.pairs) == "archive":
+        return evaluate_archive(args)
+    if args.agreement_with:
+        raise ValueError("--agreement-with applies to archive ground-truth files")
     pairs = load_pairs(args.pairs)
     task, gt = pairs["task"], pairs["pairs"]
     if task == "spatio_temporal" and args.by_label:

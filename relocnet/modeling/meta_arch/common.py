@@ -207,6 +207,11 @@ class RelocMetaArchBase(nn.Module):
         out["keyframes"] = x[:, :, :, x.shape[3] // 2].flatten(0, 1)  # (B*T, 3, H, W)
         return [{k: v[b * n : (b + 1) * n] for k, v in out.items()} for b in range(len(windows))]
 
+    def second_descriptors(self, features: torch.Tensor) -> torch.Tensor:
+        """One global descriptor per second: backbone ``"features"`` (n, C, h, w) ->
+        (n, C), global-average-pooled and L2-normalized (the archive index's coarse stage)."""
+        return F.normalize(features.float().mean(dim=(2, 3)), dim=1)
+
     # ------------------------------------------------------------------ query side (eq. 14)
     def query_rois(self, pairs: List[Dict[str, Any]], full_frame: bool) -> List[torch.Tensor]:
         """One (D, C, S, S) query descriptor per pair: ROIAlign of each valid second's features at
