@@ -30,6 +30,7 @@ from ..data.mapper import seconds_of_span
 from ..data.video import VideoDecodeError, VideoInfo, iter_subclips, probe_video, read_subclips
 from ..modeling.meta_arch import RelocMetaArchBase, RelocRCNN, RelocTemporal
 from ..modeling.windows import window_starts
+from ..modeling.weights import pretrained_keys, trained_state_dict
 from .feature_cache import CacheReadError, FeatureCache, file_digest, model_digest
 
 __all__ = ["InputError", "WeightsError", "load_model", "pretrained_keys", "trained_state_dict", "prepare_query", "stream_windows",
@@ -90,23 +91,6 @@ def load_model(cfg, weights: str) -> RelocMetaArchBase:
         raise WeightsError(f"weights {weights} do not fit the config "
                            f"({cfg.MODEL.META_ARCHITECTURE}): " + "; ".join(problems) + more)
     return model
-
-
-def pretrained_keys(model: torch.nn.Module) -> set:
-    """State-dict keys of the frozen modules (``frozen = True``, e.g. the ImageNet
-    EfficientNet branches): built from their pretrained weights, never trained, so checkpoints
-    leave them out (:func:`trained_state_dict`)."""
-    keys = set()
-    for prefix, module in model.named_modules():
-        if getattr(module, "frozen", False):
-            keys.update(f"{prefix}.{k}" for k in module.state_dict())
-    return keys
-
-
-def trained_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
-    """The model's state dict without the frozen pretrained modules (what a checkpoint needs)."""
-    frozen = pretrained_keys(model)
-    return {k: v for k, v in model.state_dict().items() if k not in frozen}
 
 
 # ----------------------------------------------------------------------------- query

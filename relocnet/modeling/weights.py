@@ -26,7 +26,7 @@ from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
 from torch import nn
 
 __all__ = ["LoadReport", "resolve_checkpoint", "read_checkpoint", "load_spatial_weights",
-           "load_micro_weights"]
+           "load_micro_weights", "pretrained_keys", "trained_state_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,3 +211,20 @@ def load_micro_weights(micro: nn.Module, path_or_url: str, *,
     prefix, state = found
     return _load_into(micro, state, {k: prefix + k for k in state}, path=path,
                       layout="pytorchvideo")
+
+
+def pretrained_keys(model: torch.nn.Module) -> set:
+    """State-dict keys of the frozen modules (``frozen = True``, e.g. the ImageNet
+    EfficientNet branches): built from their pretrained weights, never trained, so checkpoints
+    leave them out (:func:`trained_state_dict`)."""
+    keys = set()
+    for prefix, module in model.named_modules():
+        if getattr(module, "frozen", False):
+            keys.update(f"{prefix}.{k}" for k in module.state_dict())
+    return keys
+
+
+def trained_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """The model's state dict without the frozen pretrained modules (what a checkpoint needs)."""
+    frozen = pretrained_keys(model)
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
