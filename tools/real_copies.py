@@ -22,7 +22,8 @@ import torch
 
 from relocnet.data.real_copies import build_real_copies, load_cases
 from relocnet.engine.feature_cache import FeatureCache
-from relocnet.engine.inference import load_model, trained_state_dict
+from relocnet.engine.inference import load_model
+from relocnet.modeling.weights import save_trained_weights
 from relocnet.engine.setup import setup_cfg
 from relocnet.evaluation.real_copies import choose_threshold, evaluate_cases, summarize
 from relocnet.model_zoo import default_model
@@ -75,9 +76,7 @@ def _calibrate(args) -> int:
     model, rows = _rows(args, "val")
     threshold = choose_threshold(rows)
     model.match_threshold.fill_(threshold)
-    os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
-    torch.save({"model": trained_state_dict(model)}, args.save + ".tmp")
-    os.replace(args.save + ".tmp", args.save)
+    save_trained_weights(model, args.save)
     print(json.dumps({"threshold": threshold, "val": summarize(rows, threshold)}))
     return 0
 

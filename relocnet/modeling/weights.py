@@ -26,7 +26,7 @@ from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
 from torch import nn
 
 __all__ = ["LoadReport", "resolve_checkpoint", "read_checkpoint", "load_spatial_weights",
-           "load_micro_weights", "pretrained_keys", "trained_state_dict"]
+           "load_micro_weights", "pretrained_keys", "trained_state_dict", "save_trained_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -228,3 +228,12 @@ def trained_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """The model's state dict without the frozen pretrained modules (what a checkpoint needs)."""
     frozen = pretrained_keys(model)
     return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def save_trained_weights(model: torch.nn.Module, path: str) -> None:
+    """Write ``{"model": trained_state_dict(model)}`` to ``path`` atomically (what load_model
+    reads; the frozen pretrained modules are rebuilt from the model zoo)."""
+    from ..utils.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"model": trained_state_dict(model)}, tmp)
