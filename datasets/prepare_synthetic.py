@@ -1,7 +1,12 @@
 #!/usr/bin/env python
 """Render SynthReloc, the embedded benchmark: videos + pair files for both tasks and all splits.
 
-    python datasets/prepare_synthetic.py --output datasets/synthreloc --seed 0 --preset small
+    python datasets/prepare_synthetic.py --output datasets/synthreloc --seed 0 --preset small \
+        [--tier easy|standard|hard]
+
+Tiers (relocnet/data/synthetic/plan.py:TIERS): ``easy`` one large actor and no motion twins,
+``standard`` 1-3 large actors and some twins, ``hard`` 1-4 small actors, many twins, occluders.
+Every tier tests on classes never seen in training.
 
 See relocnet/data/synthetic/generate.py for the layout of the output directory.
 """
@@ -13,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from relocnet.data.synthetic.generate import generate  # noqa: E402
-from relocnet.data.synthetic.plan import PRESETS  # noqa: E402
+from relocnet.data.synthetic.plan import PRESETS, TIERS  # noqa: E402
 from relocnet.utils.fileio import terminate_as_interrupt  # noqa: E402
 
 
@@ -22,13 +27,14 @@ def main(argv=None) -> int:
     ap.add_argument("--output", required=True, help="dataset directory to create")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    ap.add_argument("--tier", default="hard", choices=sorted(TIERS))
     ap.add_argument("--workers", type=int, default=2, help="processes rendering videos in parallel")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing dataset directory")
     args = ap.parse_args(argv)
     try:
         with terminate_as_interrupt():  # SIGTERM removes the half-rendered temp directory
             manifest = generate(args.output, args.seed, args.preset, workers=args.workers,
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite, tier=args.tier)
     except FileExistsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

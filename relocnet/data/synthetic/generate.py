@@ -24,7 +24,7 @@ import cv2
 from ..pairs import save_pairs, write_json_atomic
 from ..video_writer import write_video
 from .actions import ACTIONS, IDLE, classes
-from .plan import PRESETS, SPLITS, PairPlan, class_runs, plan_split
+from .plan import PRESETS, SPLITS, TIERS, PairPlan, class_runs, plan_split
 from .scene import FPS, FRAME_H, FRAME_W, SceneRenderer, VideoPlan, keyframe_index
 
 __all__ = ["VERSION", "generate", "render_one", "build_pairs", "class_table"]
@@ -104,7 +104,8 @@ def class_table() -> List[dict]:
 
 def _readme(manifest: dict) -> str:
     lines = [
-        f"# SynthReloc {manifest['version']} (seed {manifest['seed']}, preset {manifest['preset']})", "",
+        f"# SynthReloc {manifest['version']} (seed {manifest['seed']}, preset {manifest['preset']}, "
+        f"tier {manifest['tier']})", "",
         f"Rendered by datasets/prepare_synthetic.py. Videos: H.264 mp4, {FRAME_W}x{FRAME_H}, {FPS} fps.",
         "Pair files (relocnet.data.pairs format) in pairs/, one per task and split; video paths are",
         "relative to the pair file. Temporal and spatio-temporal files hold the same pairs.",
@@ -123,11 +124,13 @@ def _readme(manifest: dict) -> str:
 
 
 def generate(output: str, seed: int, preset: str = "small", workers: int = 2, overwrite: bool = False,
-             write_videos: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
-             ) -> dict:
+             write_videos: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+             tier: str = "hard") -> dict:
     """Build the dataset at ``output`` and return its manifest. See the module docstring."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; choose one of {sorted(TIERS)}")
     out = os.path.abspath(output)
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
@@ -138,7 +141,7 @@ def generate(output: str, seed: int, preset: str = "small", workers: int = 2, ov
     try:
         plans, pairs = {}, {}
         for split in SPLITS:
-            vids, pairs[split] = plan_split(seed, split, PRESETS[preset])
+            vids, pairs[split] = plan_split(seed, split, PRESETS[preset], tier)
             plans.update((v.name, v) for v in vids)
         jobs = sorted(plans.values(), key=lambda v: -v.length)  # longest first balances workers
         jobs = [(v, os.path.join(tmp, "videos"), write_videos) for v in jobs]
@@ -160,14 +163,14 @@ def generate(output: str, seed: int, preset: str = "small", workers: int = 2, ov
             finally:
                 cv2.setNumThreads(threads)
         manifest = {"name": "SynthReloc", "version": VERSION, "seed": seed, "preset": preset,
-                    "fps": FPS, "width": FRAME_W, "height": FRAME_H, "idle": ACTIONS[IDLE].description,
+                    "tier": tier, "fps": FPS, "width": FRAME_W, "height": FRAME_H, "idle": ACTIONS[IDLE].description,
                     "splits": {}, "pair_files": []}
         for split in SPLITS:
             temporal, spatio = build_pairs(pairs[split], plans, measures)
             for task, items in (("temporal", temporal), ("spatio_temporal", spatio)):
                 rel = f"pairs/{task}_{split}.json"
                 save_pairs(os.path.join(tmp, rel), task, items, dataset="synthreloc", split=split,
-                           seed=seed, preset=preset, version=VERSION)
+                           seed=seed, preset=preset, tier=tier, version=VERSION)
                 manifest["pair_files"].append(rel)
             names = [v for v in plans if v.startswith(split + "/")]
             manifest["splits"][split] = {"pairs": len(temporal), "videos": len(names),

@@ -18,7 +18,7 @@ from .actors import TEXTURE_KINDS, Appearance, random_colour
 from .scene import (MARGIN, WORLD_H, WORLD_W, ActorPlan, Background, Camera, Occluder, Segment,
                     VideoPlan)
 
-__all__ = ["SPLITS", "PRESETS", "Preset", "PairPlan", "plan_split", "class_runs"]
+__all__ = ["SPLITS", "PRESETS", "TIERS", "Preset", "Tier", "PairPlan", "plan_split", "class_runs"]
 
 SPLITS = ("train", "val", "test")
 X_LO, X_HI = MARGIN + 20.0, WORLD_W - MARGIN - 20.0  # world x range allowed for a pelvis
@@ -44,6 +44,33 @@ PRESETS = {
 
 
 @dataclass(frozen=True)
+class Tier:
+    """How hard the reference videos are (every tier tests classes never seen in training)."""
+    actors: Tuple[float, ...]  # probability of 1, 2, 3, ... actors in a reference
+    twins: float  # scales the chance that fillers and distractors do the target's motion twin
+    heights: Tuple[float, float]  # body heights in pixels (of the 120-px frame) in references
+    query_heights: Tuple[float, float]
+    occluders: bool = True
+    perspective: bool = True  # small actors stand lower when larger; else anywhere fully in view
+
+    def ground(self, rng: np.random.Generator, height: float) -> float:
+        """World y of an actor's feet."""
+        if self.perspective:
+            return MARGIN + 120 * (0.5 + 0.42 * (height - H_MIN) / (H_MAX - H_MIN)) + rng.uniform(-3, 3)
+        return MARGIN + rng.uniform(min(height + 4.0, 117.0), 117.0)
+
+
+TIERS = {
+    # one large actor, never the target's motion twin: recognising the action suffices
+    "easy": Tier((1.0,), 0.0, (64.0, 100.0), (64.0, 100.0), occluders=False, perspective=False),
+    # 1-3 large actors, half today's share of motion twins
+    "standard": Tier((0.4, 0.4, 0.2), 0.5, (54.0, 96.0), (60.0, 96.0), perspective=False),
+    # the original design: 1-4 small actors (25-60 % of the frame), many twins, occluders
+    "hard": Tier((0.15, 0.35, 0.3, 0.2), 1.0, (H_MIN, H_MAX), (36.0, 66.0)),
+}
+
+
+@dataclass(frozen=True)
 class PairPlan:
     pair_id: str
     label: str
@@ -51,9 +78,10 @@ class PairPlan:
     reference: str
 
 
-def _twin_p(split: str, role: str) -> float:
+def _twin_p(split: str, role: str, tier: Tier) -> float:
     held_out = split != "train"
-    return {"target": 0.5 if held_out else 0.3, "distractor": 0.45 if held_out else 0.25}[role]
+    p = {"target": 0.5 if held_out else 0.3, "distractor": 0.45 if held_out else 0.25}[role]
+    return p * tier.twins
 
 
 def _pool(split: str) -> Tuple[List[str], np.ndarray]:
@@ -108,21 +136,22 @@ def _max_seconds(name: str, height: float, width: float = X_HI - X_LO) -> int:
     return max(int(width / per_s), 1)
 
 
-def _actor(rng, segments_fn, heights=(H_MIN, H_MAX), band=(X_LO, X_HI), tries: int = 50) -> ActorPlan:
+def _actor(rng, segments_fn, tier: Tier, heights=None, band=(X_LO, X_HI), tries: int = 50
+           ) -> ActorPlan:
     """Sample an actor and a schedule that keeps its pelvis inside ``band``."""
     for _ in range(tries):
-        h = float(rng.uniform(*heights))
+        h = float(rng.uniform(*(heights or tier.heights)))
         segs = segments_fn(h)
         if segs is None:
             continue
         x0 = _place(rng, h, segs, band)
         if x0 is not None:
-            ground = MARGIN + 120 * (0.5 + 0.42 * (h - H_MIN) / (H_MAX - H_MIN)) + rng.uniform(-3, 3)
-            return ActorPlan(Appearance.sample(rng, h), float(ground), x0, tuple(segs))
+            ground = float(tier.ground(rng, h))
+            return ActorPlan(Appearance.sample(rng, h), ground, x0, tuple(segs))
     raise RuntimeError("could not place an actor inside the frame")  # pragma: no cover
 
 
-def _target_segments(rng, h, A: str, L: int, split: str):
+def _target_segments(rng, h, A: str, L: int, split: str, tier: Tier):
     n = 2 if L >= 12 and rng.random() < 0.25 else 1
     dmax = min(6 if n == 1 else 4, L // 2 if n == 1 else L // 4, _max_seconds(A, h))
     if dmax < 2:
@@ -133,7 +162,7 @@ def _target_segments(rng, h, A: str, L: int, split: str):
     gaps = np.diff(np.concatenate([[0], cuts, [free]])).tolist()
     for i in range(1, n):
         gaps[i] += 2
-    twin, p = ACTIONS[A].twin, _twin_p(split, "target")
+    twin, p = ACTIONS[A].twin, _twin_p(split, "target", tier)
     segs, t = [], 0
     for i in range(n + 1):
         segs += _fill(rng, t, t + gaps[i], split, [A], twin, p)
@@ -155,8 +184,9 @@ def _paint(segs: List[Segment], s: int, e: int, name: str, inst: Instance) -> Li
     return sorted(out, key=lambda g: g.start)
 
 
-def _distractor_segments(rng, h, A: str, L: int, split: str, co: Optional[Tuple[int, int]]):
-    segs = _fill(rng, 0, L, split, [A], ACTIONS[A].twin, _twin_p(split, "distractor"))
+def _distractor_segments(rng, h, A: str, L: int, split: str, co: Optional[Tuple[int, int]],
+                         tier: Tier):
+    segs = _fill(rng, 0, L, split, [A], ACTIONS[A].twin, _twin_p(split, "distractor", tier))
     if co is not None and co[1] - co[0] <= _max_seconds(A, h):
         segs = _paint(segs, co[0], co[1], A, Instance.sample(rng))
     return segs
@@ -217,9 +247,9 @@ def _occluders(rng, L: int, horizon: float, moving: bool) -> Tuple[Occluder, ...
     return tuple(out)
 
 
-def _reference(rng, name: str, A: str, L: int, split: str) -> VideoPlan:
-    target = _actor(rng, lambda h: _target_segments(rng, h, A, L, split))
-    n = int(rng.choice([1, 2, 3, 4], p=[0.15, 0.35, 0.3, 0.2]))
+def _reference(rng, name: str, A: str, L: int, split: str, tier: Tier) -> VideoPlan:
+    target = _actor(rng, lambda h: _target_segments(rng, h, A, L, split, tier), tier)
+    n = int(rng.choice(np.arange(1, len(tier.actors) + 1), p=tier.actors))
     a_runs = [(s.start, s.end) for s in target.segments if s.name == A]
     actors = [target]
     for j in range(1, n):
@@ -228,20 +258,21 @@ def _reference(rng, name: str, A: str, L: int, split: str) -> VideoPlan:
             s, e = a_runs[int(rng.integers(len(a_runs)))]
             a = int(rng.integers(s, e))
             co = (a, int(rng.integers(a + 1, e + 1)))
-        actors.append(_actor(rng, lambda h: _distractor_segments(rng, h, A, L, split, co)))
+        actors.append(_actor(rng, lambda h: _distractor_segments(rng, h, A, L, split, co, tier), tier))
     bg = _background(rng)
     order = rng.permutation(len(actors))  # the target is not always actor 0
     return VideoPlan(name, L, bg, _camera(rng), tuple(actors[i] for i in order),
-                     _occluders(rng, L, bg.horizon, moving=True))
+                     _occluders(rng, L, bg.horizon, moving=True) if tier.occluders else ())
 
 
-def _query(rng, name: str, A: str, lengths: Tuple[int, int]) -> VideoPlan:
+def _query(rng, name: str, A: str, lengths: Tuple[int, int], tier: Tier) -> VideoPlan:
     def segs(h):
         q = min(int(rng.integers(lengths[0], lengths[1] + 1)), _max_seconds(A, h, X_HI - X_LO - 30))
         return [Segment(A, 0, q, Instance.sample(rng))] if q >= 2 else None
-    actor = _actor(rng, segs, heights=(36.0, 66.0), band=(X_LO + 15, X_HI - 15))
+    actor = _actor(rng, segs, tier, heights=tier.query_heights, band=(X_LO + 15, X_HI - 15))
     bg = _background(rng)
-    occ = _occluders(rng, actor.segments[-1].end, bg.horizon, moving=False)[:1] if rng.random() < 0.3 else ()
+    occ = (_occluders(rng, actor.segments[-1].end, bg.horizon, moving=False)[:1]
+           if rng.random() < 0.3 and tier.occluders else ())
     return VideoPlan(name, actor.segments[-1].end, bg, _camera(rng), (actor,), occ)
 
 
@@ -258,15 +289,19 @@ def _pairable(plan: VideoPlan, name: str) -> bool:
             and sum(e - s for s, e in runs) <= 0.6 * plan.length)
 
 
-def plan_split(seed: int, split: str, preset: Preset) -> Tuple[List[VideoPlan], List[PairPlan]]:
-    """All videos (references first, then queries) and pairs of one split."""
+def plan_split(seed: int, split: str, preset: Preset, tier: str = "hard"
+               ) -> Tuple[List[VideoPlan], List[PairPlan]]:
+    """All videos (references first, then queries) and pairs of one split of a tier."""
+    if tier not in TIERS:
+        raise ValueError(f"unknown SynthReloc tier {tier!r}; choose one of {sorted(TIERS)}")
+    tier_ = TIERS[tier]
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     own = [a.name for a in classes(split)]
     refs, wanted = [], []  # wanted: (reference index, class)
     for i in range(preset.references[split]):
         A = own[i % len(own)]
         L = int(rng.integers(preset.reference_seconds[0], preset.reference_seconds[1] + 1))
-        plan = _reference(rng, f"{split}/ref_{i:05d}.mp4", A, L, split)
+        plan = _reference(rng, f"{split}/ref_{i:05d}.mp4", A, L, split, tier_)
         refs.append(plan)
         wanted.append((i, A))
         extra = [c for c in own if c != A and _pairable(plan, c)]
@@ -279,7 +314,7 @@ def plan_split(seed: int, split: str, preset: Preset) -> Tuple[List[VideoPlan], 
     for c in own:
         pools[c] = []
         for k in range(min(preset.queries_per_class, counts.get(c, 0))):
-            q = _query(rng, f"{split}/query_{c}_{k:03d}.mp4", c, preset.query_seconds)
+            q = _query(rng, f"{split}/query_{c}_{k:03d}.mp4", c, preset.query_seconds, tier_)
             queries.append(q)
             pools[c].append(q.name)
     used: Dict[str, int] = {}
