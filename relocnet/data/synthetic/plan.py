@@ -4,8 +4,9 @@ A reference video is planned around a target class A: one actor does A in one (s
 whole-second segments and something else the rest of the time; 0-3 distractor actors do other
 actions at the same time. The non-matching stretches and the distractors often do A's motion twin
 (identical in every single frame), so that appearance alone cannot find A. A query video is a
-trimmed 2-5 s clip of one actor doing A. Val/test videos use their own classes plus train classes
-as fillers; train videos never show a val/test class.
+trimmed 2-5 s clip of one actor doing A. Val/test videos use their own classes plus the
+hand-designed train classes as fillers (not the procedural ones, so that the held-out splits do not
+change with them); train videos draw from all train classes and never show a val/test class.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -88,7 +89,7 @@ def _pool(split: str) -> Tuple[List[str], np.ndarray]:
     own = [a.name for a in classes(split)]
     if split == "train":
         return own, np.full(len(own), 1.0 / len(own))
-    train = [a.name for a in classes("train")]
+    train = [a.name for a in classes("train", procedural=False)]  # the same whatever N_CLASSES
     w = np.array([2.0] * len(own) + [1.0] * len(train))
     return own + train, w / w.sum()
 
