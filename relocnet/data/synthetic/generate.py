@@ -99,7 +99,7 @@ def build_pairs(pair_plans: List[PairPlan], plans: Dict[str, VideoPlan], measure
 def class_table() -> List[dict]:
     return [{"name": a.name, "split": a.split, "family": a.family, "description": a.description,
              "twin": a.twin, "twin_kind": a.twin_kind, "motion_only_twin": a.twin is not None,
-             "translates": a.translates} for a in classes()]
+             "translates": a.translates, "procedural": a.procedural} for a in classes()]
 
 
 def _readme(manifest: dict) -> str:
