@@ -68,6 +68,12 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.EFFICIENTNET = CN()
     _C.MODEL.RELOC.EFFICIENTNET.VARIANT = "lite0"  # lite0 | lite1 | lite2
     _C.MODEL.RELOC.EFFICIENTNET.FROZEN = True  # ImageNet weights kept (features can be cached)
+    # pose maps (build_pose_map_backbone / PoseEnvelope): a head trained on rendered SynthReloc
+    # training frames (tools/train_pose.py); path or model_zoo:NAME of its weights
+    _C.MODEL.RELOC.POSE = CN()
+    _C.MODEL.RELOC.POSE.WEIGHTS = ""
+    _C.MODEL.RELOC.POSE.CHANNELS = 96
+    _C.MODEL.RELOC.POSE.FROZEN = True
 
     # Correlation (eq. 15)
     _C.MODEL.RELOC.CORR = CN()

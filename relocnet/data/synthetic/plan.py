@@ -19,7 +19,8 @@ from .actors import TEXTURE_KINDS, Appearance, random_colour
 from .scene import (MARGIN, WORLD_H, WORLD_W, ActorPlan, Background, Camera, Occluder, Segment,
                     VideoPlan)
 
-__all__ = ["SPLITS", "PRESETS", "TIERS", "Preset", "Tier", "PairPlan", "plan_split", "class_runs"]
+__all__ = ["SPLITS", "PRESETS", "TIERS", "Preset", "Tier", "PairPlan", "plan_split", "plan_clips",
+           "class_runs"]
 
 SPLITS = ("train", "val", "test")
 X_LO, X_HI = MARGIN + 20.0, WORLD_W - MARGIN - 20.0  # world x range allowed for a pelvis
@@ -325,3 +326,12 @@ def plan_split(seed: int, split: str, preset: Preset, tier: str = "hard"
         used[c] = k + 1
         pairs.append(PairPlan(f"{split}_{i:05d}_{c}", c, pools[c][k % len(pools[c])], refs[i].name))
     return refs + queries, pairs
+
+
+def plan_clips(seed: int, names: Sequence[str], per_class: int, seconds: int, tier: str = "easy"
+               ) -> List[VideoPlan]:
+    """``per_class`` clips of one actor doing each class for ``seconds`` (shorter for a walk that
+    would leave the frame), each with its own actor, background and camera."""
+    rng = np.random.default_rng([seed, 1000 + len(SPLITS)])
+    return [_query(rng, f"clip_{n}_{k:03d}.mp4", n, (seconds, seconds), TIERS[tier])
+            for n in names for k in range(per_class)]

@@ -2,6 +2,7 @@
 from .convlstm import ContextAttentionPool, ConvLSTMCell, MacroBranch
 from .micro import MICRO_REGISTRY, I3D, Light3D, build_micro_branch
 from .efficientnet import EfficientNetLite3D, EfficientNetLiteBackbone
+from .pose import PoseEnvelope, PoseHead, PoseMapBackbone, build_pose_map_backbone
 from .video_backbone import (
     FEATURE_SCALES,
     SiameseVideoBackbone,
@@ -13,4 +14,5 @@ from .video_backbone import (
 __all__ = ["ContextAttentionPool", "ConvLSTMCell", "MacroBranch", "MICRO_REGISTRY", "I3D",
            "Light3D", "build_micro_branch", "FEATURE_SCALES", "SiameseVideoBackbone",
            "build_siamese_video_backbone", "build_spatial_resnet",
-           "build_relocnet_resnet_backbone", "EfficientNetLite3D", "EfficientNetLiteBackbone"]
+           "build_relocnet_resnet_backbone", "EfficientNetLite3D", "EfficientNetLiteBackbone",
+           "PoseEnvelope", "PoseHead", "PoseMapBackbone", "build_pose_map_backbone"]

@@ -1,0 +1,139 @@
+"""Training the pose head (relocnet/modeling/backbone/pose.py) on rendered SynthReloc frames.
+
+Frames are rendered from the plans of a split (the training split: its classes only) together
+with what the renderer knows about them: every actor's box and joint angles. Each frame is
+resized to the model's input like a decoded video (cv2.INTER_AREA) and JPEG-compressed at a
+random quality (the benchmark's videos are H.264). The frozen ImageNet trunk runs once per frame
+(features cached in memory as float16); the head then trains for many epochs on the cache.
+
+Targets on the stride-16 grid: a cell is an actor cell when its centre lies in an actor's box
+(the front-most actor wins), and its pose target is that actor's pose vector (``pose_vector``).
+"""
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from ..data.synthetic.actions import JOINTS, LIFT
+from ..data.synthetic.scene import FPS, FRAME_H, FRAME_W, SceneRenderer, VideoPlan
+from ..modeling.backbone.pose import POSE_CHANNELS, PoseHead, pose_targets_loss
+
+__all__ = ["PoseSamples", "pose_vector", "render_pose_samples", "trunk_features",
+           "train_pose_head", "evaluate_pose_head"]
+
+logger = logging.getLogger(__name__)
+LIFT_SCALE = 5.0  # lift is in body heights (0-0.2): scaled to the range of sin / cos
+
+
+@dataclass
+class PoseSamples:
+    frames: np.ndarray  # (N, H, W, 3) uint8 model inputs
+    actor: np.ndarray  # (N, h, w) float32 in {0, 1}
+    pose: np.ndarray  # (N, POSE_CHANNELS, h, w) float32
+
+
+def pose_vector(pose: np.ndarray) -> np.ndarray:
+    """An actor's pose (actions.py layout) -> (POSE_CHANNELS,) sin, cos of the joints, lift."""
+    a = pose[JOINTS]
+    return np.concatenate([np.sin(a), np.cos(a), [pose[LIFT] * LIFT_SCALE]]).astype(np.float32)
+
+
+def _targets(renderer: SceneRenderer, measured, t: float, grid: Tuple[int, int]):
+    h, w = grid
+    cy = (np.arange(h) + 0.5) * FRAME_H / h
+    cx = (np.arange(w) + 0.5) * FRAME_W / w
+    actor = np.zeros((h, w), np.float32)
+    pose = np.zeros((POSE_CHANNELS, h, w), np.float32)
+    order = sorted(range(len(measured)), key=lambda k: renderer.plan.actors[k].ground_y)
+    for k in order:  # back to front: nearer actors overwrite
+        box = measured[k][0]
+        if box is None:
+            continue
+        inside = ((cy[:, None] >= box[1]) & (cy[:, None] <= box[3])
+                  & (cx[None, :] >= box[0]) & (cx[None, :] <= box[2]))
+        actor[inside] = 1.0
+        pose[:, inside] = pose_vector(renderer.timelines[k].state(t)[0])[:, None]
+    return actor, pose
+
+
+def render_pose_samples(plans: Sequence[VideoPlan], size: Tuple[int, int], per_second: int,
+                        seed: int) -> PoseSamples:
+    """``per_second`` random frames of every second of every plan, with their targets."""
+    rng = np.random.default_rng(seed)
+    grid = (size[0] // 16, size[1] // 16)
+    frames, actors, poses = [], [], []
+    for plan in plans:
+        renderer = SceneRenderer(plan)
+        for s in range(plan.length):
+            for i in rng.choice(FPS, size=per_second, replace=False) + s * FPS:
+                frame, measured = renderer.render(int(i), measure=True)
+                frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+                q = int(rng.integers(30, 90))
+                ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, q])
+                frames.append(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else frame)
+                a, p = _targets(renderer, measured, int(i) / FPS, grid)
+                actors.append(a)
+                poses.append(p)
+    return PoseSamples(np.stack(frames), np.stack(actors), np.stack(poses))
+
+
+@torch.no_grad()
+def trunk_features(trunk, frames: np.ndarray, pixel_mean, pixel_std, chunk: int = 64
+                   ) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, C, h, w) float16 stride-16 features of the frozen trunk."""
+    mean = torch.tensor(pixel_mean).view(1, 3, 1, 1)
+    std = torch.tensor(pixel_std).view(1, 3, 1, 1)
+    out = []
+    for s in range(0, len(frames), chunk):
+        x = torch.from_numpy(frames[s : s + chunk]).permute(0, 3, 1, 2).float()
+        out.append(trunk((x - mean) / std)["res4"].half())
+    return torch.cat(out)
+
+
+def train_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples, *,
+                    iterations: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                    log_every: int = 200) -> Dict[str, float]:
+    """Adam with a cosine schedule on the cached features; returns first / last mean losses."""
+    gen = torch.Generator().manual_seed(seed)
+    actor, pose = torch.from_numpy(samples.actor), torch.from_numpy(samples.pose)
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-5)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
+    head.train()
+    history: List[float] = []
+    for it in range(iterations):
+        idx = torch.randint(len(feats), (batch_size,), generator=gen)
+        x = feats[idx].float()
+        if torch.rand(1, generator=gen).item() < 0.5:  # features of a darker / brighter frame
+            x = x * (1.0 + 0.1 * torch.randn(1, generator=gen))
+        losses = pose_targets_loss(head(x), actor[idx], pose[idx])
+        loss = losses["loss_actor"] + losses["loss_pose"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append(loss.item())
+        if (it + 1) % log_every == 0:
+            logger.info("iter %d: loss %.4f", it + 1, np.mean(history[-log_every:]))
+    head.eval()
+    n = min(log_every, len(history))
+    return {"loss_first": float(np.mean(history[:n])), "loss_last": float(np.mean(history[-n:]))}
+
+
+@torch.no_grad()
+def evaluate_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples) -> Dict[str, float]:
+    """Actor-cell accuracy and the median joint-angle error (degrees) on the actor cells."""
+    head.eval()
+    out = torch.cat([head(feats[s : s + 256].float()) for s in range(0, len(feats), 256)])
+    actor = torch.from_numpy(samples.actor) > 0.5
+    acc = float(((out[:, 0] > 0) == actor).float().mean())
+    pred, target = out[:, 1:], torch.from_numpy(samples.pose)
+    n = (POSE_CHANNELS - 1) // 2
+    ang = torch.atan2(pred[:, :n], pred[:, n : 2 * n])
+    ref = torch.atan2(target[:, :n], target[:, n : 2 * n])
+    err = torch.rad2deg(torch.remainder(ang - ref + np.pi, 2 * np.pi) - np.pi).abs()
+    err = err.permute(0, 2, 3, 1)[actor]  # (cells, joints)
+    return {"actor_accuracy": acc, "median_joint_error_deg": float(err.median()),
+            "joint_error_deg_p90": float(err.flatten().quantile(0.9)) if err.numel() else 0.0}

@@ -1,0 +1,92 @@
+"""Can a model's features recognize SynthReloc's training classes at all? (a linear probe)
+
+A matching head can only generalize to unseen classes if its input features tell the training
+classes apart. The check: clips of one actor doing a training class (``plan_clips``: each clip its
+own actor, background and camera, the ``easy`` tier's sizes), rendered in memory as the decoder
+would sample them; the model's per-second features (full frame: the actor's), mean- and
+max-pooled over locations; a multinomial logistic regression trained on the seconds of 80 % of the
+clips of each class and tested on the seconds of the others (held-out actors and scenes).
+"""
+from typing import Dict, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.synthetic.actions import IDLE
+from ..data.synthetic.scene import FPS, SceneRenderer
+
+__all__ = ["render_subclips", "pool_seconds", "probe_accuracy"]
+
+
+def render_subclips(plan, fps: int, size) -> np.ndarray:
+    """(T, fps, H, W, 3) uint8: every second of a plan sampled at ``fps`` (frame k of second t at
+    t + (k + 1/2) / fps), resized with INTER_AREA, as the video decoder gives them."""
+    renderer = SceneRenderer(plan)
+    out = np.empty((plan.length, fps, size[0], size[1], 3), np.uint8)
+    for t in range(plan.length):
+        for k in range(fps):
+            i = min(int(FPS * (t + (k + 0.5) / fps)), renderer.n - 1)
+            out[t, k] = cv2.resize(renderer.render(i), (size[1], size[0]),
+                                   interpolation=cv2.INTER_AREA)
+    return out
+
+
+def pool_seconds(rois: torch.Tensor) -> torch.Tensor:
+    """(T, C, S, S) -> (T, 2C): mean and max over locations."""
+    return torch.cat([rois.float().mean(dim=(2, 3)), rois.float().amax(dim=(2, 3))], dim=1)
+
+
+def probe_accuracy(features: torch.Tensor, labels: Sequence[str], groups: Sequence[int], *,
+                   keep: Sequence[str] = (), min_train: int = 5, test_fraction: float = 0.2,
+                   seed: int = 0, iterations: int = 500, weight_decay: float = 1e-3
+                   ) -> Dict[str, float]:
+    """Held-out accuracy of a linear probe; the seconds of a video (group) are never split, and
+    each label keeps a ``test_fraction`` of its videos for the test.
+
+    Args:
+        features: (N, D); labels, groups: N each.
+        keep: if given, only these labels; idle is always left out. Labels with fewer than
+            ``min_train`` training samples are left out too.
+    Returns: accuracy, chance (the most frequent test label's share), class and sample counts.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    mask = labels != IDLE
+    if keep:
+        mask &= np.isin(labels, list(keep))
+    rng = np.random.default_rng(seed)
+    test_videos = []  # per label, a share of the videos that show it
+    for name in np.unique(labels[mask]):
+        videos = np.unique(groups[mask & (labels == name)])
+        k = max(1, int(round(len(videos) * test_fraction))) if len(videos) > 1 else 0
+        test_videos += rng.choice(videos, k, replace=False).tolist()
+    test = np.isin(groups, test_videos) & mask
+    train = ~np.isin(groups, test_videos) & mask
+    names, counts = np.unique(labels[train], return_counts=True)
+    names = names[counts >= min_train]
+    train &= np.isin(labels, names)
+    test &= np.isin(labels, names)
+    if not train.any() or not test.any():
+        raise ValueError("probe: no class has enough training and test seconds")
+    index = {n: i for i, n in enumerate(names)}
+    y = torch.tensor([index.get(n, -1) for n in labels])
+    x = features.float()
+    mean, std = x[train].mean(0), x[train].std(0) + 1e-4
+    x = (x - mean) / std
+    w = torch.zeros(x.shape[1], len(names), requires_grad=True)
+    b = torch.zeros(len(names), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=1e-2)
+    tr = torch.from_numpy(train)
+    for _ in range(iterations):
+        loss = F.cross_entropy(x[tr] @ w + b, y[tr]) + weight_decay * (w ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    te = torch.from_numpy(test)
+    with torch.no_grad():
+        pred = (x[te] @ w + b).argmax(1)
+    acc = float((pred == y[te]).float().mean())
+    chance = float(np.bincount(y[te].numpy()).max() / int(te.sum()))
+    return {"accuracy": acc, "chance": chance, "classes": int(len(names)),
+            "train_seconds": int(train.sum()), "test_seconds": int(test.sum())}

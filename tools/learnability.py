@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Learnability check: do a model's features recognize SynthReloc's training classes?
+
+    python tools/learnability.py [--config-file C] [--weights W] [--classes hand|procedural]
+        [--per-class 10] [--seconds 4] [--output result.json] [KEY VALUE ...]
+
+Clips of one actor doing each training class (each clip its own actor, background and camera;
+relocnet/evaluation/learnability.py) go through the model; a linear probe on their per-second
+features is trained on 80 % of each class's clips and tested on the others. One probe per feature
+scale (spatial, macro, micro, as the config concatenates them) and one on all. ``--classes hand``:
+the 16 hand-designed training classes; ``procedural``: the first 16 procedural ones. Nothing is
+read from disk but the model. Default config: the SynthReloc temporal model's.
+"""
+import argparse
+import json
+import sys
+
+import torch
+
+from relocnet.data.synthetic.actions import classes
+from relocnet.data.synthetic.plan import plan_clips
+from relocnet.engine.cached_training import second_rois
+from relocnet.engine.inference import load_model
+from relocnet.engine.setup import setup_cfg
+from relocnet.evaluation.learnability import pool_seconds, probe_accuracy, render_subclips
+from relocnet.model_zoo import get_config_file
+from relocnet.utils.fileio import write_json_atomic
+
+DEFAULT_CONFIG = "synthreloc/relocnet_pose_cpu_temporal.yaml"
+
+
+def _scales(model) -> dict:
+    """Channel ranges of each feature scale in the concatenated features (eq. 10's order)."""
+    bb = model.backbone
+    widths = {"spatial": bb.spatial.output_shape()["res4"].channels,
+              "macro": bb.macro.out_channels if bb.macro is not None else 0,
+              "micro": bb.micro.out_channels if bb.micro is not None else 0}
+    out, start = {}, 0
+    for name in bb.features:
+        out[name] = (start, start + widths[name])
+        start += widths[name]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config-file", default="")
+    ap.add_argument("--weights", default=None, help="default: the config's MODEL.WEIGHTS")
+    ap.add_argument("--classes", choices=("hand", "procedural"), default="hand")
+    ap.add_argument("--per-class", type=int, default=10)
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output", default="", help="also write the result to this JSON file")
+    args, opts = ap.parse_known_args(argv)
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    config_file = args.config_file or get_config_file(DEFAULT_CONFIG)
+    cfg = setup_cfg(argparse.Namespace(config_file=config_file, opts=opts), log=False)
+    model = load_model(cfg, cfg.MODEL.WEIGHTS if args.weights is None else args.weights)
+    names = [a.name for a in classes("train", procedural=args.classes == "procedural")][:16]
+    v = cfg.INPUT.VIDEO
+    feats, labels, groups = [], [], []
+    for i, plan in enumerate(plan_clips(args.seed, names, args.per_class, args.seconds)):
+        rois = second_rois(model, render_subclips(plan, v.FPS, (v.HEIGHT, v.WIDTH)))
+        feats.append(pool_seconds(rois))
+        labels += [plan.actors[0].segments[0].name] * len(rois)
+        groups += [i] * len(rois)
+    x = torch.cat(feats)
+    half = x.shape[1] // 2  # pool_seconds: mean then max of the same channels
+    result = {"config": config_file, "classes": args.classes, "names": names,
+              "clips_per_class": args.per_class, "seconds": args.seconds}
+    for name, (a, b) in {**_scales(model), "all": (0, half)}.items():
+        cols = list(range(a, b)) + list(range(half + a, half + b))
+        result[name] = probe_accuracy(x[:, cols], labels, groups, seed=args.seed)
+    print(json.dumps(result, indent=1))
+    if args.output:
+        write_json_atomic(args.output, result, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
