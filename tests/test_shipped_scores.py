@@ -11,12 +11,13 @@ import numpy as np
 
 from relocnet.model_zoo.scores import shipped_scores
 
-REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shipped_scores.npz")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+REFERENCE = os.path.join(DATA, "shipped_scores.npz")
 
 
 def test_shipped_models_reproduce_their_reference_scores(tmp_path):
     expected = dict(np.load(REFERENCE))
-    got = shipped_scores(str(tmp_path))
+    got = shipped_scores(str(tmp_path), os.path.join(DATA, "synthreloc_tiny"))
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():
         assert got[key].shape == value.shape, key

@@ -22,10 +22,12 @@ from relocnet.model_zoo.scores import shipped_scores
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", required=True)
-    ap.add_argument("--workdir", default="", help="where the inputs are written (default: temp)")
+    ap.add_argument("--workdir", default="", help="where the copy is written (default: temp)")
+    ap.add_argument("--synthreloc", default="tests/data/synthreloc_tiny",
+                    help="a tiny SynthReloc (seed 0): its test and val pairs and videos")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        scores = shipped_scores(args.workdir or tmp)
+        scores = shipped_scores(args.workdir or tmp, args.synthreloc)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     np.savez_compressed(args.output, **scores)
     for k, v in sorted(scores.items()):
