@@ -31,14 +31,10 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.FEATURES = ["spatial", "micro", "macro"]
     # How query and reference ROI features are compared: "correlation" (eq. 15) or "concat".
     _C.MODEL.RELOC.MATCHER = "correlation"
-    # auxiliary classification of query seconds among the training classes (RelocTemporal;
-    # 0 = off): AUX_CLASSES >= the number of labels in DATASETS.TRAIN
+    # SimilarityHead: auxiliary classification of the query among the training classes
+    # (0 = off): AUX_CLASSES >= the number of labels in DATASETS.TRAIN
     _C.MODEL.RELOC.AUX_CLASSES = 0
     _C.MODEL.RELOC.AUX_LOSS_WEIGHT = 0.0
-    # RelocTemporal: also classify the full frames of the matching reference seconds (a
-    # multiple-instance loss: the max over locations must name the query's class). RelocRCNN
-    # always classifies its matching reference actors (their ground-truth boxes).
-    _C.MODEL.RELOC.AUX_REFERENCE = False
     # RelocTemporal inference: relative query boxes (x0, y0, x1, y1) also matched, zoomed to the
     # input size; a query second scores its best view (copies shown small, picture in picture)
     _C.MODEL.RELOC.QUERY_CROPS = []
@@ -80,18 +76,14 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.POOLER_RESOLUTION = 14
     _C.MODEL.RELOC.POOLER_SAMPLING_RATIO = 0
     _C.MODEL.RELOC.HEAD = CN()
-    _C.MODEL.RELOC.HEAD.NAME = "CorrelationHead"  # RELOC_HEAD_REGISTRY: CorrelationHead | ChamferHead
+    # RELOC_HEAD_REGISTRY: CorrelationHead (paper) | SimilarityHead | ChamferHead (temporal only)
+    _C.MODEL.RELOC.HEAD.NAME = "CorrelationHead"
     _C.MODEL.RELOC.HEAD.SCALE = 20.0  # ChamferHead: initial logit = SCALE * (similarity - OFFSET)
     _C.MODEL.RELOC.HEAD.OFFSET = 0.6
-    _C.MODEL.RELOC.HEAD.CHANNELS = 512  # channels of the ResNet stage over correlation maps
-    _C.MODEL.RELOC.HEAD.NUM_BLOCKS = 2  # bottleneck blocks in that stage
-    _C.MODEL.RELOC.HEAD.SCORE = "stage"  # match logit: "stage" (paper, eq. 18) | "similarity"
-    _C.MODEL.RELOC.HEAD.EMBED_CHANNELS = 64  # "similarity": channels of the learned embedding
-    _C.MODEL.RELOC.HEAD.TEMPERATURE = 0.1  # "similarity": tau of the soft maximum
-    _C.MODEL.RELOC.HEAD.SIMILARITY = "correlation"  # "similarity": correlation | pooled
-    # "similarity" + "correlation": weight each location pair by learned saliencies of its two
-    # locations (a 1x1 conv + sigmoid per side), so that background pairs can be ignored
-    _C.MODEL.RELOC.HEAD.SALIENCY = False
+    _C.MODEL.RELOC.HEAD.CHANNELS = 512  # CorrelationHead: channels of its ResNet stage (eq. 16)
+    _C.MODEL.RELOC.HEAD.NUM_BLOCKS = 2  # CorrelationHead: bottleneck blocks in that stage
+    _C.MODEL.RELOC.HEAD.EMBED_CHANNELS = 64  # SimilarityHead: channels of the learned embedding
+    _C.MODEL.RELOC.HEAD.TEMPERATURE = 0.1  # SimilarityHead: tau of the soft maximum
     _C.MODEL.RELOC.HEAD.BATCH_SIZE_PER_IMAGE = 64  # proposals sampled per reference second
     _C.MODEL.RELOC.HEAD.POSITIVE_FRACTION = 0.25
     _C.MODEL.RELOC.HEAD.IOU_THRESHOLD = 0.5  # proposal/GT IoU that makes a proposal a positive

@@ -156,7 +156,9 @@ class RelocPairMapper(SeededDraws):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, task: Optional[str] = None):
         if task is None:
-            task = "spatio_temporal" if cfg.MODEL.META_ARCHITECTURE == "RelocRCNN" else "temporal"
+            from ..modeling.meta_arch import model_task
+
+            task = model_task(cfg)
         v = cfg.INPUT.VIDEO
         return dict(
             is_train=is_train,
@@ -243,7 +245,9 @@ class RelocPairMapper(SeededDraws):
             "pair_id": record["pair_id"],
             "task": self.task,
             "label": record.get("label", ""),
-            "label_index": int(record.get("label_index", -1)),  # set by the Trainer (aux loss)
+            # set by the Trainer (aux loss); a mirrored clip may show another class (SynthReloc's
+            # walk_left is walk_right mirrored), so a flipped pair is unlabelled
+            "label_index": -1 if flip else int(record.get("label_index", -1)),
             "query": torch.from_numpy(np.ascontiguousarray(query)),
             "query_valid": torch.from_numpy(valid),
             "reference": torch.from_numpy(np.ascontiguousarray(reference)),
@@ -252,7 +256,7 @@ class RelocPairMapper(SeededDraws):
             "height": ref_info.height,
             "width": ref_info.width,
             "input_size": (h, w),
-            "hflip": bool(flip),  # a mirrored clip may show another class (walk_left -> walk_right)
+            "hflip": bool(flip),
         }
         if self.task == "spatio_temporal":
             q_info = ref_info if q["video"] == r["video"] else probe_video(q["video"])
