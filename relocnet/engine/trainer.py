@@ -12,15 +12,12 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from ..data.mapper import RelocPairMapper
 from ..data.self_supervised import SelfSupervisedPairMapper
 from ..evaluation import build_reloc_evaluator
+from ..modeling.meta_arch import model_task
 from ..utils.fileio import exclusive_lock
 from .resumable import (AtomicCheckpointer, PositionedPairs, PositionSampler, SeedEachIteration,
                         atomic_writers, derived_seed, resolve_seed, trim_metrics)
 
 __all__ = ["Trainer"]
-
-
-def _task_of(cfg) -> str:
-    return "spatio_temporal" if cfg.MODEL.META_ARCHITECTURE == "RelocRCNN" else "temporal"
 
 
 def index_labels(dataset, num_classes: int):
@@ -40,7 +37,7 @@ class _TrainMapper:
     """Labelled pair records -> RelocPairMapper; video-folder records -> SelfSupervisedPairMapper."""
 
     def __init__(self, cfg):
-        self.task = _task_of(cfg)
+        self.task = model_task(cfg)
         self.pairs = RelocPairMapper(cfg, is_train=True, task=self.task)
         self.self_supervised = SelfSupervisedPairMapper(cfg)
 
@@ -111,7 +108,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         dataset = get_detection_dataset_dicts(dataset_name, filter_empty=False)
-        mapper = RelocPairMapper(cfg, is_train=False, task=_task_of(cfg))
+        mapper = RelocPairMapper(cfg, is_train=False, task=model_task(cfg))
         return build_detection_test_loader(
             dataset, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS
         )
