@@ -24,7 +24,7 @@ from relocnet.data.mapper import RelocPairMapper
 from relocnet.engine.setup import setup_cfg
 from relocnet.engine.trainer import Trainer, index_labels
 from relocnet.modeling.meta_arch import model_task
-from score_auc import roc_auc, second_scores
+from relocnet.evaluation.score_auc import roc_auc, second_scores
 
 
 def main(argv=None) -> int:
