@@ -49,7 +49,7 @@ class RelocROIHeads(nn.Module):
         Args:
             head: a RELOC_HEAD_REGISTRY head built with box regression.
             sampler: detectron2's ROIHeads, used for ``label_and_sample_proposals`` only.
-            box2box_transform, smooth_l1_beta: box coding and the eq. 19 loss.
+            box2box_transform, smooth_l1_beta: box coding and the box-regression loss.
             test_*: per-second post-processing (score threshold, NMS, detections kept).
         """
         super().__init__()

@@ -43,7 +43,7 @@ class SimilarityHead(RelocHead):
             in_channels: channels of the ROI features.
             embed_channels: channels of the learned embedding.
             temperature: tau of the soft maximum.
-            window: W of eq. 15 (displacements form a W x W neighbourhood).
+            window: W of the correlation (displacements form a W x W neighbourhood).
             aux_classes, aux_weight: the auxiliary classification loss (off when either is 0).
             aux_scale: the cosine classifier's logit scale.
         """

@@ -203,8 +203,8 @@ class RelocMetaArchBase(nn.Module):
 
     # ------------------------------------------------------------------ query side (eq. 14)
     def query_rois(self, pairs: List[Dict[str, Any]], full_frame: bool) -> List[torch.Tensor]:
-        """One (D, C, S, S) query descriptor per pair: ROIAlign of each valid second's features at
-        the query boxes (the full frame when ``full_frame``), pooled over seconds."""
+        """Eq. 14: one (D, C, S, S) query descriptor per pair, the ROIAlign of each valid second's
+        features at the query boxes (the full frame when ``full_frame``), pooled over seconds."""
         clips, boxes, valids = [], [], []
         tq = max(int(p["query"].shape[0]) for p in pairs)
         for p in pairs:

@@ -178,15 +178,17 @@ class RelocRCNN(RelocMetaArchBase):
         return self.query_rois([pair], full_frame=False)[0]
 
     def propose(self, feats: Dict[str, torch.Tensor]) -> List[Boxes]:
-        """RPN proposal boxes (input pixels) of each second of ``feats`` (window_features keys)."""
+        """Eq. 12: RPN proposal boxes (input pixels) of each second of ``feats``
+        (window_features keys), from its keyframe's "res4"."""
         found, _ = self._rpn(feats)
         return [p.proposal_boxes for p in found]
 
     def match_regions(
         self, features: torch.Tensor, boxes: List[Boxes], query: torch.Tensor
     ) -> List[torch.Tensor]:
-        """Per second of ``features`` (T, C, h, w) with its proposal ``boxes``: (R, D, 5) =
-        match probability and the 4 box deltas of each proposal x query object."""
+        """Eq. 13 (ROIAlign at the proposals), then the head. Per second of ``features`` (T, C,
+        h, w) with its proposal ``boxes``: (R, D, 5) = match probability and the 4 box deltas of
+        each proposal x query object."""
         rois = self.pooler([features], boxes)
         logits, deltas = self.roi_heads(rois, query)
         values = torch.cat([logits.sigmoid()[..., None], deltas], dim=2)  # (R, D, 5)
