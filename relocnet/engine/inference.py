@@ -18,14 +18,14 @@ and lets a cache hit replay the very same head calls: cached and computed scores
 """
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from ..data.mapper import seconds_of_span
+from ..data.mapper import nearest_boxes, query_box_inputs, query_inputs, seconds_of_span
 from ..data.video import VideoDecodeError, VideoInfo, iter_subclips, probe_video, read_subclips
 from ..modeling.meta_arch import RelocMetaArchBase
 from ..modeling.windows import window_starts
@@ -117,19 +117,18 @@ def prepare_query(path: str, *, fps: int, size: Tuple[int, int], query_seconds: 
         raise InputError(f"query span [{start:g}, {end:g}) s of {path} holds {len(seconds)} whole "
                          f"second(s); the model needs at least {max(1, min_seconds)}")
     frames = read_subclips(path, fps, size, seconds[0], seconds[-1] + 1)[: len(seconds)]
-    tq = max(query_seconds, len(seconds))
-    query = np.zeros((tq,) + frames.shape[1:], dtype=np.uint8)
-    query[: len(frames)] = frames
-    valid = np.arange(tq) < len(frames)
-    out = {"query": torch.from_numpy(query), "query_valid": torch.from_numpy(valid)}
+    out = query_inputs(frames, query_seconds)
     if boxes is not None:
-        out["query_boxes"] = torch.from_numpy(_query_boxes(boxes, seconds, tq, info, size, path))
+        _check_boxes(boxes, info, path)
+        h, w = size
+        out["query_boxes"] = torch.from_numpy(query_box_inputs(
+            boxes, seconds, len(out["query"]), (w / info.width, h / info.height)))
     return out, info, seconds
 
 
-def _query_boxes(boxes: Dict[int, List[List[float]]], seconds: Sequence[int], tq: int,
-                 info: VideoInfo, size: Tuple[int, int], path: str) -> np.ndarray:
-    """(tq, D, 4) boxes in input pixels; padded seconds repeat the last real one."""
+def _check_boxes(boxes: Dict[int, List[List[float]]], info: VideoInfo, path: str) -> None:
+    """InputError unless every annotated second has the same number (>= 1) of boxes with an
+    area inside the query's frame."""
     if not boxes:
         raise InputError("no query boxes given")
     counts = {len(b) for b in boxes.values()}
@@ -147,17 +146,6 @@ def _query_boxes(boxes: Dict[int, List[List[float]]], seconds: Sequence[int], tq
             if x1 < 0 or y1 < 0 or x2 > info.width or y2 > info.height:
                 raise InputError(f"query box {list(b)} (second {t}) lies outside the "
                                  f"{info.width}x{info.height} frame of {path}")
-    h, w = size
-    scale = np.array([w / info.width, h / info.height] * 2, dtype=np.float32)
-    out = np.zeros((tq, counts.pop(), 4), dtype=np.float32)
-    for i in range(tq):
-        out[i] = np.asarray(nearest_boxes(boxes, seconds[min(i, len(seconds) - 1)])) * scale
-    return out
-
-
-def nearest_boxes(boxes: Dict[int, List[List[float]]], second: int) -> List[List[float]]:
-    """The boxes of ``second``, or of the nearest annotated second (the earlier on ties)."""
-    return boxes[min(boxes, key=lambda k: (abs(k - second), k))]
 
 
 # ----------------------------------------------------------------------------- reference
