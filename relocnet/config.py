@@ -4,9 +4,14 @@ from detectron2.config import CfgNode as CN
 
 def add_relocnet_config(cfg: CN) -> None:
     """Add relocnet's keys (with their defaults) to a detectron2 config, in place."""
-    _C = cfg
+    _add_video_config(cfg)
+    _add_method_config(cfg)
+    _add_backbone_config(cfg)
+    _add_head_config(cfg)
 
-    # ---------------------------------------------------------------- video input (paper §3.1, §4.1)
+
+def _add_video_config(_C: CN) -> None:
+    """INPUT.VIDEO: decoding, windows and augmentation (paper §3.1, §4.1)."""
     _C.INPUT.VIDEO = CN()
     _C.INPUT.VIDEO.FPS = 24  # frames decoded per second of video (N in the paper)
     _C.INPUT.VIDEO.NUM_MICRO = 3  # micro sub-clips per 1-second sub-clip
@@ -25,7 +30,9 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.INPUT.VIDEO.SELF_SUPERVISED.STRENGTH = 1.0  # 0..1: scale of the copy augmentations
     _C.INPUT.VIDEO.DECODE_CACHE = ""  # directory of whole videos decoded at FPS/size ("" = none)
 
-    # ---------------------------------------------------------------- the method
+
+def _add_method_config(_C: CN) -> None:
+    """MODEL.RELOC: what is matched and how the query is pooled."""
     _C.MODEL.RELOC = CN()
     # Which feature scales feed matching (paper's ablations): any of spatial, micro, macro.
     _C.MODEL.RELOC.FEATURES = ["spatial", "micro", "macro"]
@@ -40,6 +47,9 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.QUERY_CROPS = []
     _C.MODEL.RELOC.QUERY_POOLING = "mean"  # how valid query seconds are combined: mean | max | seconds (temporal)
 
+
+def _add_backbone_config(_C: CN) -> None:
+    """MODEL.RELOC: the three feature scales of the Siamese backbone (paper §3.1)."""
     # Micro spatio-temporal branch (eqs. 2-5)
     _C.MODEL.RELOC.MICRO = CN()
     _C.MODEL.RELOC.MICRO.NAME = "I3D"  # I3D (PyTorchVideo I3D-R50) | Light3D (small CPU 3D CNN)
@@ -65,6 +75,9 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.EFFICIENTNET.VARIANT = "lite0"  # lite0 | lite1 | lite2
     _C.MODEL.RELOC.EFFICIENTNET.FROZEN = True  # ImageNet weights kept (features can be cached)
 
+
+def _add_head_config(_C: CN) -> None:
+    """MODEL.RELOC: correlation, ROI pooling, heads and decoding (paper §3.2-3.4)."""
     # Correlation (eq. 15)
     _C.MODEL.RELOC.CORR = CN()
     _C.MODEL.RELOC.CORR.PATCH = 0  # s: the patch is (2s+1) x (2s+1)

@@ -270,6 +270,12 @@ def run_pipeline_benchmark(*, config_file: str, weights: str = "", opts: Sequenc
         "references": {str(m): p for m, p in refs.items()}, "stages": stages, "memory": memory,
         "end_to_end_x_real_time_min": e2e, "targets": targets,
     }
+    return _report(result, config_file, v), result
+
+
+def _report(result: Dict[str, Any], config_file: str, v) -> str:
+    """The benchmark's text: the stage table and the memory table."""
+    stages, memory = result["stages"], result["memory"]
     rows = [dict(stage=k, seconds=r["seconds"], wall_s=r["wall_s"], x_real_time=r["x_real_time"],
                  fixed_s=r.get("fixed_s"), call_wall_s=r.get("call_wall_s"))
             for k, r in stages.items()]
@@ -293,4 +299,4 @@ def run_pipeline_benchmark(*, config_file: str, weights: str = "", opts: Sequenc
         format_table(mem_rows, ["minutes", "seconds", "wall_s", "x_real_time",
                                 "peak_rss_loaded_mib", "peak_rss_mib"]),
     ])
-    return text, result
+    return text

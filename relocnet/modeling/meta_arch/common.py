@@ -95,14 +95,13 @@ class RelocMetaArchBase(nn.Module):
                 (detectron2's convention).
             input_format: "RGB" or "BGR": the channel order the backbone expects; frames arrive
                 RGB and are flipped for "BGR".
-            query_pooling: "mean" or "max" over valid query seconds.
+            query_pooling: "mean" or "max" over valid query seconds, or "seconds" (all kept).
             query_seconds, reference_seconds, window_overlap: window sizes and overlap (§4.1).
             decoder_*: MODEL.RELOC.DECODER (see decoding.py).
             windows_per_batch: windows per backbone call at inference (memory bound); training
                 runs all windows of the batch in one call.
             match_threshold: the probability at which the best segment counts as found; a
-                persistent buffer, so the value calibrated on validation data
-                (tools/calibrate.py) travels with the weights.
+                persistent buffer, so a calibrated value travels with the weights.
         """
         super().__init__()
         if input_format not in ("RGB", "BGR"):

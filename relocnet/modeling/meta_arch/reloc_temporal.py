@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import Boxes
-from torch import nn
 
 from ..heads import RelocHead, build_reloc_head
 from .common import RelocMetaArchBase
