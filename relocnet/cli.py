@@ -203,8 +203,10 @@ def _config(args, mode: str):
                         log=False)
     except Exception as exc:  # yaml / yacs raise many types for a bad config
         raise CLIError(f"config {args.config_file}: {type(exc).__name__}: {exc}") from exc
+    from .modeling.meta_arch import model_task
+
     arch = cfg.MODEL.META_ARCHITECTURE
-    if arch != ARCHITECTURES[mode]:
+    if model_task(cfg) != mode:
         need = "query boxes were given" if mode == "spatio_temporal" else "no query box was given"
         raise CLIError(f"config {args.config_file} builds {arch}, but {need}: {mode.replace('_', '-')}"
                        f" mode needs a {ARCHITECTURES[mode]} config")

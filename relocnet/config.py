@@ -4,9 +4,14 @@ from detectron2.config import CfgNode as CN
 
 def add_relocnet_config(cfg: CN) -> None:
     """Add relocnet's keys (with their defaults) to a detectron2 config, in place."""
-    _C = cfg
+    _add_video_config(cfg)
+    _add_method_config(cfg)
+    _add_backbone_config(cfg)
+    _add_head_config(cfg)
 
-    # ---------------------------------------------------------------- video input (paper §3.1, §4.1)
+
+def _add_video_config(_C: CN) -> None:
+    """INPUT.VIDEO: decoding, windows and augmentation (paper §3.1, §4.1)."""
     _C.INPUT.VIDEO = CN()
     _C.INPUT.VIDEO.FPS = 24  # frames decoded per second of video (N in the paper)
     _C.INPUT.VIDEO.NUM_MICRO = 3  # micro sub-clips per 1-second sub-clip
@@ -25,25 +30,26 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.INPUT.VIDEO.SELF_SUPERVISED.STRENGTH = 1.0  # 0..1: scale of the copy augmentations
     _C.INPUT.VIDEO.DECODE_CACHE = ""  # directory of whole videos decoded at FPS/size ("" = none)
 
-    # ---------------------------------------------------------------- the method
+
+def _add_method_config(_C: CN) -> None:
+    """MODEL.RELOC: what is matched and how the query is pooled."""
     _C.MODEL.RELOC = CN()
     # Which feature scales feed matching (paper's ablations): any of spatial, micro, macro.
     _C.MODEL.RELOC.FEATURES = ["spatial", "micro", "macro"]
     # How query and reference ROI features are compared: "correlation" (eq. 15) or "concat".
     _C.MODEL.RELOC.MATCHER = "correlation"
-    # auxiliary classification of query seconds among the training classes (RelocTemporal;
-    # 0 = off): AUX_CLASSES >= the number of labels in DATASETS.TRAIN
+    # SimilarityHead: auxiliary classification of the query among the training classes
+    # (0 = off): AUX_CLASSES >= the number of labels in DATASETS.TRAIN
     _C.MODEL.RELOC.AUX_CLASSES = 0
     _C.MODEL.RELOC.AUX_LOSS_WEIGHT = 0.0
-    # RelocTemporal: also classify the full frames of the matching reference seconds (a
-    # multiple-instance loss: the max over locations must name the query's class). RelocRCNN
-    # always classifies its matching reference actors (their ground-truth boxes).
-    _C.MODEL.RELOC.AUX_REFERENCE = False
     # RelocTemporal inference: relative query boxes (x0, y0, x1, y1) also matched, zoomed to the
     # input size; a query second scores its best view (copies shown small, picture in picture)
     _C.MODEL.RELOC.QUERY_CROPS = []
     _C.MODEL.RELOC.QUERY_POOLING = "mean"  # how valid query seconds are combined: mean | max | seconds (temporal)
 
+
+def _add_backbone_config(_C: CN) -> None:
+    """MODEL.RELOC: the three feature scales of the Siamese backbone (paper §3.1)."""
     # Micro spatio-temporal branch (eqs. 2-5)
     _C.MODEL.RELOC.MICRO = CN()
     _C.MODEL.RELOC.MICRO.NAME = "I3D"  # I3D (PyTorchVideo I3D-R50) | Light3D (small CPU 3D CNN)
@@ -75,6 +81,9 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.POSE.CHANNELS = 96
     _C.MODEL.RELOC.POSE.FROZEN = True
 
+
+def _add_head_config(_C: CN) -> None:
+    """MODEL.RELOC: correlation, ROI pooling, heads and decoding (paper §3.2-3.4)."""
     # Correlation (eq. 15)
     _C.MODEL.RELOC.CORR = CN()
     _C.MODEL.RELOC.CORR.PATCH = 0  # s: the patch is (2s+1) x (2s+1)
@@ -86,18 +95,14 @@ def add_relocnet_config(cfg: CN) -> None:
     _C.MODEL.RELOC.POOLER_RESOLUTION = 14
     _C.MODEL.RELOC.POOLER_SAMPLING_RATIO = 0
     _C.MODEL.RELOC.HEAD = CN()
-    _C.MODEL.RELOC.HEAD.NAME = "CorrelationHead"  # RELOC_HEAD_REGISTRY: CorrelationHead | ChamferHead
+    # RELOC_HEAD_REGISTRY: CorrelationHead (paper) | SimilarityHead | ChamferHead (temporal only)
+    _C.MODEL.RELOC.HEAD.NAME = "CorrelationHead"
     _C.MODEL.RELOC.HEAD.SCALE = 20.0  # ChamferHead: initial logit = SCALE * (similarity - OFFSET)
     _C.MODEL.RELOC.HEAD.OFFSET = 0.6
-    _C.MODEL.RELOC.HEAD.CHANNELS = 512  # channels of the ResNet stage over correlation maps
-    _C.MODEL.RELOC.HEAD.NUM_BLOCKS = 2  # bottleneck blocks in that stage
-    _C.MODEL.RELOC.HEAD.SCORE = "stage"  # match logit: "stage" (paper, eq. 18) | "similarity"
-    _C.MODEL.RELOC.HEAD.EMBED_CHANNELS = 64  # "similarity": channels of the learned embedding
-    _C.MODEL.RELOC.HEAD.TEMPERATURE = 0.1  # "similarity": tau of the soft maximum
-    _C.MODEL.RELOC.HEAD.SIMILARITY = "correlation"  # "similarity": correlation | pooled
-    # "similarity" + "correlation": weight each location pair by learned saliencies of its two
-    # locations (a 1x1 conv + sigmoid per side), so that background pairs can be ignored
-    _C.MODEL.RELOC.HEAD.SALIENCY = False
+    _C.MODEL.RELOC.HEAD.CHANNELS = 512  # CorrelationHead: channels of its ResNet stage (eq. 16)
+    _C.MODEL.RELOC.HEAD.NUM_BLOCKS = 2  # CorrelationHead: bottleneck blocks in that stage
+    _C.MODEL.RELOC.HEAD.EMBED_CHANNELS = 64  # SimilarityHead: channels of the learned embedding
+    _C.MODEL.RELOC.HEAD.TEMPERATURE = 0.1  # SimilarityHead: tau of the soft maximum
     _C.MODEL.RELOC.HEAD.BATCH_SIZE_PER_IMAGE = 64  # proposals sampled per reference second
     _C.MODEL.RELOC.HEAD.POSITIVE_FRACTION = 0.25
     _C.MODEL.RELOC.HEAD.IOU_THRESHOLD = 0.5  # proposal/GT IoU that makes a proposal a positive

@@ -415,21 +415,16 @@ def test_cli_by_label_scores_each_label_on_its_own_pairs(tmp_path, capsys):
     assert cli.main(["--pairs", spairs, "--predictions", spred, "--by-label"]) == 1
 
 
-def test_score_auc_tool_auc():
-    import importlib.util
-    import os
+def test_roc_auc():
+    from relocnet.evaluation.score_auc import roc_auc
 
-    path = os.path.join(os.path.dirname(__file__), "..", "tools", "score_auc.py")
-    spec = importlib.util.spec_from_file_location("score_auc", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert mod.roc_auc([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == 1.0
-    assert mod.roc_auc([0.1, 0.2, 0.9, 0.8], [1, 1, 0, 0]) == 0.0
-    assert mod.roc_auc([0.5, 0.5], [1, 0]) == 0.5  # ties count half
-    assert mod.roc_auc([0.9, 0.3, 0.5], [1, 0, 1]) == 1.0
-    assert mod.roc_auc([0.9, 0.1, 0.5, 0.7], [1, 0, 0, 1]) == 1.0
-    assert mod.roc_auc([0.9, 0.6, 0.5, 0.7], [1, 0, 1, 0]) == 0.5
-    assert mod.roc_auc([1.0], [1]) != mod.roc_auc([1.0], [1])  # nan without negatives
+    assert roc_auc([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == 1.0
+    assert roc_auc([0.1, 0.2, 0.9, 0.8], [1, 1, 0, 0]) == 0.0
+    assert roc_auc([0.5, 0.5], [1, 0]) == 0.5  # ties count half
+    assert roc_auc([0.9, 0.3, 0.5], [1, 0, 1]) == 1.0
+    assert roc_auc([0.9, 0.1, 0.5, 0.7], [1, 0, 0, 1]) == 1.0
+    assert roc_auc([0.9, 0.6, 0.5, 0.7], [1, 0, 1, 0]) == 0.5
+    assert roc_auc([1.0], [1]) != roc_auc([1.0], [1])  # nan without negatives
 
 
 def test_overfit_pairs_tool_trains_and_reports_auc(tmp_path):

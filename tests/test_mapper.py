@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from relocnet.data.mapper import RelocPairMapper, _query_boxes, match_vector, seconds_of_span
+from relocnet.data.mapper import (RelocPairMapper, match_vector, query_box_inputs,
+                                  seconds_of_span)
 from relocnet.data.pairs import save_pairs, load_pairs, resolve_video
 
 
@@ -30,12 +31,12 @@ def test_seconds_and_match():
 
 
 def test_query_boxes_nearest_and_multi_object():
-    b = _query_boxes({3: [0, 0, 1, 1], 5: [2, 2, 3, 3]}, [3, 4, 5, 6])
-    assert b.shape == (4, 1, 4)
+    b = query_box_inputs({3: [0, 0, 1, 1], 5: [2, 2, 3, 3]}, [3, 4, 5, 6], 5, (1.0, 1.0))
+    assert b.shape == (5, 1, 4)
     assert b[1, 0].tolist() == [0, 0, 1, 1]  # tie -> earlier second
-    assert b[3, 0].tolist() == [2, 2, 3, 3]
-    b2 = _query_boxes({0: [[0, 0, 1, 1], [1, 1, 2, 2]]}, [0, 1])
-    assert b2.shape == (2, 2, 4)
+    assert b[3, 0].tolist() == b[4, 0].tolist() == [2, 2, 3, 3]  # padding repeats the last
+    b2 = query_box_inputs({0: [[0, 0, 1, 1], [1, 1, 2, 2]], 1: [3, 3, 4, 4]}, [0, 1], 2, (2.0, 1.0))
+    assert b2.shape == (2, 2, 4) and b2[1].tolist() == [[6, 3, 8, 4]] * 2  # fewer repeat the last
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_mapper_train_crops_around_gt(pair_file):
 def test_mapper_flip_moves_boxes(pair_file):
     out = _mapper(True, hflip_prob=1.0, crop_around_gt_prob=1.0)(pair_file)
     assert out["query_boxes"][0, 0].tolist() == [12, 4, 28, 20]
-    assert out["hflip"] is True
+    assert out["hflip"] is True and out["label_index"] == -1  # the mirror may be another class
     assert _mapper(True, hflip_prob=0.0)(pair_file)["hflip"] is False
 
 

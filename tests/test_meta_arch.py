@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
@@ -32,7 +31,6 @@ def tiny_cfg(arch="RelocRCNN", **overrides):
     cfg.MODEL.RELOC.MICRO.WIDTH = 4
     cfg.MODEL.RELOC.MICRO.OUT_CHANNELS = 16
     cfg.MODEL.RELOC.MACRO.HIDDEN = 8
-    cfg.MODEL.ROI_HEADS.NAME = "RelocROIHeads"
     cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 50
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 12
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[16, 32]]
@@ -205,8 +203,8 @@ def test_query_longer_than_query_seconds_and_bad_inputs(rcnn):
     no_gt = {k: v for k, v in pair.items() if k != "instances"}
     with pytest.raises(ValueError, match="training needs 'instances'"):
         train_step(build_model(tiny_cfg()), [no_gt])
-    with pytest.raises(ValueError, match="ROI_HEADS.NAME"):
-        build_model(tiny_cfg(**{"MODEL.ROI_HEADS.NAME": "Res5ROIHeads"}))
+    with pytest.raises(ValueError, match="no box regression"):  # heads without box deltas
+        build_model(tiny_cfg(**{"MODEL.RELOC.HEAD.NAME": "SimilarityHead"}))
 
 
 def test_normalize_handles_input_format():
@@ -219,17 +217,11 @@ def test_normalize_handles_input_format():
         assert model.normalize(frames).flatten().tolist()[0] == first
 
 
-@pytest.mark.parametrize("arch,similarity", [("RelocRCNN", "correlation"),
-                                             ("RelocTemporal", "correlation"),
-                                             ("RelocTemporal", "pooled")])
-def test_similarity_score_trains_and_is_bounded_by_its_affine_map(arch, similarity):
-    pooling = "seconds" if arch == "RelocTemporal" else "mean"
-    cfg = tiny_cfg(arch, **{"MODEL.RELOC.HEAD.SCORE": "similarity",
-                            "MODEL.RELOC.HEAD.SIMILARITY": similarity,
-                            "MODEL.RELOC.QUERY_POOLING": pooling})
+def test_similarity_head_trains_and_is_bounded_by_its_affine_map():
+    cfg = tiny_cfg("RelocTemporal", **{"MODEL.RELOC.HEAD.NAME": "SimilarityHead",
+                                       "MODEL.RELOC.QUERY_POOLING": "seconds"})
     model = build_model(cfg)
-    head = model.head if arch == "RelocTemporal" else model.roi_heads.head
-    assert head.cls_score is None and (head.stage is None) == (arch == "RelocTemporal")
+    head = model.head
     losses, _ = train_step(model, [make_pair(), make_pair(seed=1, positive=False)])
     assert all(torch.isfinite(v) for v in losses.values()) and backbone_has_grad(model)
     assert head.embed.weight.grad is not None and head.sim_scale.grad is not None
@@ -254,43 +246,22 @@ def test_seconds_query_pooling_is_temporal_only():
         build_model(tiny_cfg("RelocRCNN", **{"MODEL.RELOC.QUERY_POOLING": "seconds"}))
 
 
-@pytest.mark.parametrize("arch,score,aux_reference", [("RelocTemporal", "similarity", False),
-                                                     ("RelocTemporal", "similarity", True),
-                                                     ("RelocRCNN", "stage", False)])
-def test_aux_class_loss_labels_and_gradients(arch, score, aux_reference):
+def test_aux_class_loss_labels_and_gradients():
     from relocnet.engine.trainer import index_labels
 
-    cfg = tiny_cfg(arch, **{"MODEL.RELOC.HEAD.SCORE": score,
-                            "MODEL.RELOC.QUERY_POOLING": "seconds" if arch == "RelocTemporal"
-                            else "mean",
-                            "MODEL.RELOC.AUX_CLASSES": 3,
-                            "MODEL.RELOC.AUX_LOSS_WEIGHT": 0.5,
-                            "MODEL.RELOC.AUX_REFERENCE": aux_reference})
+    cfg = tiny_cfg("RelocTemporal", **{"MODEL.RELOC.HEAD.NAME": "SimilarityHead",
+                                       "MODEL.RELOC.QUERY_POOLING": "seconds",
+                                       "MODEL.RELOC.AUX_CLASSES": 3,
+                                       "MODEL.RELOC.AUX_LOSS_WEIGHT": 0.5})
     model = build_model(cfg)
-    seen = []
-    aux_loss = model.aux_loss
-    model.aux_loss = lambda *args: seen.append(args) or aux_loss(*args)
     a, b = make_pair(), make_pair(seed=1)
     a["label_index"], b["label_index"] = 2, -1
     losses, _ = train_step(model, [a, b])
     assert "loss_aux_class" in losses and "loss_cls" in losses
-    if arch == "RelocRCNN":  # the matching reference actors (seconds 1, 2 of each pair) too
-        extra = seen[0][3]
-        assert sorted(i for i, _ in extra) == [0, 0, 1, 1]
-        assert all(r.shape[0] == 1 and r.shape[2:] == (14, 14) for _, r in extra)
-    else:  # the full frames of the matching reference seconds (1 and 2), only if asked
-        extra = seen[0][3] if len(seen[0]) > 3 else []
-        assert [(i, r.shape[0]) for i, r in extra] == ([(0, 2), (1, 2)] if aux_reference else [])
-        assert all(r.shape[2:] == (14, 14) for _, r in extra)
-    model.aux_loss = aux_loss
-    assert losses["loss_aux_class"] > 0 and model.aux_classifier.weight.grad.abs().sum() > 0
+    assert losses["loss_aux_class"] > 0 and model.head.aux_classifier.weight.grad.abs().sum() > 0
     b["label_index"] = -1
     losses, _ = train_step(model, [b])  # no labelled pair: zero, graph kept
     assert losses["loss_aux_class"] == 0
-    a["hflip"] = True  # a mirrored clip may show another class: not classified
-    losses, _ = train_step(model, [a, b])
-    assert losses["loss_aux_class"] == 0
-    a["hflip"] = False
     a["label_index"] = 3
     with pytest.raises(ValueError, match="AUX_CLASSES"):
         train_step(model, [a])
@@ -305,7 +276,7 @@ def test_aux_class_loss_labels_and_gradients(arch, score, aux_reference):
 def test_similarity_gram_path_equals_eq15_soft_maximum(window):
     from relocnet.modeling.correlation import correlate_all_pairs
 
-    cfg = tiny_cfg("RelocTemporal", **{"MODEL.RELOC.HEAD.SCORE": "similarity",
+    cfg = tiny_cfg("RelocTemporal", **{"MODEL.RELOC.HEAD.NAME": "SimilarityHead",
                                        "MODEL.RELOC.CORR.WINDOW": window})
     head = build_model(cfg).head
     torch.manual_seed(0)
@@ -319,45 +290,3 @@ def test_similarity_gram_path_equals_eq15_soft_maximum(window):
         soft = t * (torch.logsumexp(corr.flatten(1) / t, 1) - torch.log(torch.tensor(corr[0].numel() * 1.0)))
         want = (head.sim_scale * (soft - head.sim_offset)).view(4, 3)
     assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
-
-
-def test_saliency_weighted_soft_maximum():
-    cfg = tiny_cfg("RelocTemporal", **{"MODEL.RELOC.HEAD.SCORE": "similarity",
-                                       "MODEL.RELOC.HEAD.SALIENCY": True,
-                                       "MODEL.RELOC.QUERY_POOLING": "seconds",
-                                       "MODEL.RELOC.CORR.WINDOW": 27})  # 14x14 ROIs
-    model = build_model(cfg)
-    head = model.head
-    torch.manual_seed(0)
-    ref, query = torch.randn(3, 88, 7, 7), torch.randn(2, 88, 7, 7)
-    with torch.no_grad():
-        head.saliency.weight.normal_(std=0.1)
-        got = head.similarity_logits(ref, query)
-        # brute force: every (query location, reference location) cosine with its weight
-        r = F.normalize(head.embed(ref), dim=1).flatten(2)
-        q = F.normalize(head.embed(query), dim=1).flatten(2)
-        wr = torch.sigmoid(head.saliency(ref)).flatten(1)
-        wq = torch.sigmoid(head.saliency(query)).flatten(1)
-        t = head.temperature
-        for p in range(3):
-            for d in range(2):
-                cos = q[d].t() @ r[p]  # (L, M)
-                w = wq[d][:, None] * wr[p][None, :]
-                soft = t * torch.log((w * torch.exp(cos / t)).sum() / w.sum())
-                want = head.sim_scale * (soft - head.sim_offset)
-                assert torch.allclose(got[p, d], want, atol=1e-4)
-                assert cos.min() - 1e-5 <= soft <= cos.max() + 1e-5
-        # switching a reference location off removes it from the maximum
-        head.saliency.weight.zero_()
-        head.saliency.bias.fill_(0.0)
-        uniform = head.similarity_logits(ref, query)
-    assert not torch.allclose(uniform, got)
-    losses, _ = train_step(model, [make_pair(), make_pair(seed=1, positive=False)])
-    assert all(torch.isfinite(v) for v in losses.values()) and head.saliency.weight.grad is not None
-    with pytest.raises(ValueError, match="SALIENCY"):
-        build_model(tiny_cfg("RelocTemporal", **{"MODEL.RELOC.HEAD.SALIENCY": True}))
-    with pytest.raises(ValueError, match="every displacement"):
-        bad = tiny_cfg("RelocTemporal", **{"MODEL.RELOC.HEAD.SCORE": "similarity",
-                                           "MODEL.RELOC.HEAD.SALIENCY": True,
-                                           "MODEL.RELOC.CORR.WINDOW": 5})
-        build_model(bad).head.similarity_logits(ref, query)

@@ -23,7 +23,8 @@ import relocnet  # noqa: F401  (registers datasets and models)
 from relocnet.data.mapper import RelocPairMapper
 from relocnet.engine.setup import setup_cfg
 from relocnet.engine.trainer import Trainer, index_labels
-from score_auc import roc_auc, second_scores
+from relocnet.modeling.meta_arch import model_task
+from relocnet.evaluation.score_auc import roc_auc, second_scores
 
 
 def main(argv=None) -> int:
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("opts", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     cfg = setup_cfg(argparse.Namespace(config_file=args.config_file, opts=args.opts), log=False)
-    if cfg.MODEL.META_ARCHITECTURE != "RelocTemporal":
+    if model_task(cfg) != "temporal":
         raise SystemExit("overfit_pairs.py checks temporal configs (MODEL.META_ARCHITECTURE "
                          f"RelocTemporal), got {cfg.MODEL.META_ARCHITECTURE}")
     torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)

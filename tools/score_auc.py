@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
 
@@ -22,24 +21,7 @@ import relocnet  # noqa: F401  (registers datasets and models)
 from relocnet.data.mapper import RelocPairMapper
 from relocnet.engine.inference import load_model
 from relocnet.engine.setup import setup_cfg
-
-
-def roc_auc(scores, labels) -> float:
-    """Mann-Whitney AUC (ties count half); nan without both classes."""
-    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels) > 0
-    pos, neg = s[y], s[~y]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
-
-
-def second_scores(model, pairs):
-    """Yield (pair, match scores, match labels) per pair, the scores from ``model`` (in eval
-    mode) on the whole reference."""
-    with torch.no_grad():
-        for pair in pairs:
-            yield pair, model([pair])[0]["second_scores"].numpy(), pair["match"].numpy()
+from relocnet.evaluation.score_auc import score_auc_summary
 
 
 def main(argv=None) -> int:
@@ -56,21 +38,9 @@ def main(argv=None) -> int:
     mapper = RelocPairMapper(cfg, is_train=False, task="temporal")
     records = DatasetCatalog.get(args.dataset)
     records = records[: args.num_pairs] if args.num_pairs else records
-    all_s, all_y, per_pair, by_label = [], [], [], {}
-    for pair, scores, labels in second_scores(model, (mapper(r) for r in records)):
-        all_s += list(scores)
-        all_y += list(labels)
-        s, y = by_label.setdefault(pair.get("label", ""), ([], []))
-        s += list(scores)
-        y += list(labels)
-        auc = roc_auc(scores, labels)
-        if auc == auc:
-            per_pair.append(auc)
-    out = {"dataset": args.dataset, "num_pairs": len(records), "auc_pooled": roc_auc(all_s, all_y),
-           "auc_mean_per_pair": float(np.mean(per_pair)) if per_pair else float("nan")}
-    out.update({f"auc_pooled/{k}": roc_auc(*v) for k, v in sorted(by_label.items())})
-    print(f"{args.dataset}: {len(records)} pairs, per-second AUC {out['auc_pooled']:.3f} pooled, "
-          f"{out['auc_mean_per_pair']:.3f} mean per pair")
+    out = dict({"dataset": args.dataset}, **score_auc_summary(model, (mapper(r) for r in records)))
+    print(f"{args.dataset}: {out['num_pairs']} pairs, per-second AUC {out['auc_pooled']:.3f} "
+          f"pooled, {out['auc_mean_per_pair']:.3f} mean per pair")
     print(json.dumps(out))
     return 0
 

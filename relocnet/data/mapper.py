@@ -25,7 +25,8 @@ from detectron2.structures import Boxes, Instances
 from ..utils.fileio import atomic_open
 from .video import probe_video, read_subclips
 
-__all__ = ["RelocPairMapper", "DecodedVideoCache", "seconds_of_span", "match_vector"]
+__all__ = ["RelocPairMapper", "DecodedVideoCache", "seconds_of_span", "match_vector",
+           "nearest_boxes", "query_inputs", "query_box_inputs"]
 
 
 def seconds_of_span(start: float, end: float) -> List[int]:
@@ -50,17 +51,34 @@ def _as_box_list(value) -> List[List[float]]:
     return [list(value)]
 
 
-def _query_boxes(boxes: Dict[int, Any], seconds: Sequence[int]) -> np.ndarray:
-    """(T, D, 4): each query second's boxes; a second without a box takes the nearest annotated."""
-    keys = sorted(boxes)
-    per = {k: _as_box_list(boxes[k]) for k in keys}
-    d = max(len(v) for v in per.values())
-    out = np.zeros((len(seconds), d, 4), dtype=np.float32)
-    for i, t in enumerate(seconds):
-        k = min(keys, key=lambda k: (abs(k - t), k))
-        b = per[k]
+def nearest_boxes(boxes: Dict[int, Any], second: int) -> List[List[float]]:
+    """The boxes of ``second``, or of the nearest annotated second (the earlier on ties)."""
+    return _as_box_list(boxes[min(boxes, key=lambda k: (abs(k - second), k))])
+
+
+def query_inputs(frames: np.ndarray, query_seconds: int) -> Dict[str, torch.Tensor]:
+    """``query`` (uint8 (Tq, N, H, W, 3)) and ``query_valid`` (Tq,) of a query's decoded seconds:
+    zero-padded to ``query_seconds`` (§4.1); a longer query is kept whole (the models window it).
+    What the mapper gives the models and ``relocnet relocalize`` prepares alike."""
+    tq = max(query_seconds, len(frames))
+    query = np.zeros((tq,) + frames.shape[1:], dtype=np.uint8)
+    query[: len(frames)] = frames
+    return {"query": torch.from_numpy(query), "query_valid": torch.arange(tq) < len(frames)}
+
+
+def query_box_inputs(boxes: Dict[int, Any], seconds: Sequence[int], length: int,
+                     scale: Tuple[float, float]) -> np.ndarray:
+    """``query_boxes`` (length, D, 4) in input pixels: each of the query's ``seconds`` takes the
+    boxes of the nearest annotated second, D is the most boxes of an annotated second (one with
+    fewer repeats its last), padding seconds repeat the last real one; ``scale`` (sx, sy) maps the
+    query file's pixels to the input's."""
+    per = [nearest_boxes(boxes, t) for t in seconds]
+    d = max(len(_as_box_list(b)) for b in boxes.values())
+    out = np.zeros((length, d, 4), dtype=np.float32)
+    for i in range(length):
+        b = per[min(i, len(per) - 1)]
         out[i] = np.asarray(b + [b[-1]] * (d - len(b)), dtype=np.float32)
-    return out
+    return out * np.array([scale[0], scale[1]] * 2, dtype=np.float32)
 
 
 class SeededDraws:
@@ -156,7 +174,9 @@ class RelocPairMapper(SeededDraws):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, task: Optional[str] = None):
         if task is None:
-            task = "spatio_temporal" if cfg.MODEL.META_ARCHITECTURE == "RelocRCNN" else "temporal"
+            from ..modeling.meta_arch import model_task
+
+            task = model_task(cfg)
         v = cfg.INPUT.VIDEO
         return dict(
             is_train=is_train,
@@ -205,10 +225,8 @@ class RelocPairMapper(SeededDraws):
         record = copy.deepcopy(record)
         if rng is None:
             rng = np.random.default_rng(0) if not self.is_train else self._next_rng()
-        h, w = self.size
         q, r = record["query"], record["reference"]
         ref_info = probe_video(r["video"])
-        sx, sy = w / ref_info.width, h / ref_info.height
 
         # query: zero-padded to QUERY_SECONDS (§4.1). A longer query is cut to a random
         # QUERY_SECONDS crop in training and kept whole at test time (the models window it, as
@@ -217,12 +235,8 @@ class RelocPairMapper(SeededDraws):
         if self.is_train and len(q_seconds) > self.query_seconds:
             first = int(rng.integers(0, len(q_seconds) - self.query_seconds + 1))
             q_seconds = q_seconds[first : first + self.query_seconds]
-        q_frames = self.frames.read(q["video"], q_seconds[0], q_seconds[-1] + 1)
-        tq = max(self.query_seconds, len(q_seconds))
-        query = np.zeros((tq,) + q_frames.shape[1:], dtype=np.uint8)
-        query[: len(q_frames)] = q_frames
-        valid = np.zeros(tq, dtype=bool)
-        valid[: len(q_frames)] = True
+        inputs = query_inputs(self.frames.read(q["video"], q_seconds[0], q_seconds[-1] + 1),
+                              self.query_seconds)
 
         # reference: a K-second window (training) or the whole span (test)
         r_seconds = seconds_of_span(r["start"], r["end"])
@@ -233,49 +247,53 @@ class RelocPairMapper(SeededDraws):
         if len(reference) < len(r_seconds):  # the span ends after the video's last whole second
             r_seconds, match = r_seconds[: len(reference)], match[: len(reference)]
 
-        query, reference = self._jitter(query, rng), self._jitter(reference, rng)
+        query, reference = self._jitter(inputs["query"].numpy(), rng), self._jitter(reference, rng)
         flip = self.is_train and rng.random() < self.hflip_prob
         if flip:
             query = query[:, :, :, ::-1]
             reference = reference[:, :, :, ::-1]
-
         out = {
             "pair_id": record["pair_id"],
             "task": self.task,
             "label": record.get("label", ""),
-            "label_index": int(record.get("label_index", -1)),  # set by the Trainer (aux loss)
+            # set by the Trainer (aux loss); a mirrored clip may show another class (SynthReloc's
+            # walk_left is walk_right mirrored), so a flipped pair is unlabelled
+            "label_index": -1 if flip else int(record.get("label_index", -1)),
             "query": torch.from_numpy(np.ascontiguousarray(query)),
-            "query_valid": torch.from_numpy(valid),
+            "query_valid": inputs["query_valid"],
             "reference": torch.from_numpy(np.ascontiguousarray(reference)),
             "reference_seconds": torch.as_tensor(r_seconds, dtype=torch.long),
             "match": torch.from_numpy(match),
             "height": ref_info.height,
             "width": ref_info.width,
-            "input_size": (h, w),
-            "hflip": bool(flip),  # a mirrored clip may show another class (walk_left -> walk_right)
+            "input_size": self.size,
+            "hflip": bool(flip),
         }
         if self.task == "spatio_temporal":
             q_info = ref_info if q["video"] == r["video"] else probe_video(q["video"])
-            qb = _query_boxes(q["boxes"], q_seconds)
-            qb *= np.array([w / q_info.width, h / q_info.height] * 2, dtype=np.float32)
-            qboxes = np.zeros((tq, qb.shape[1], 4), dtype=np.float32)
-            qboxes[: len(qb)] = qb
-            qboxes[len(qb):] = qb[-1]
-            instances = []
-            for t in r_seconds:
-                boxes = np.asarray(record.get("boxes", {}).get(t, []), dtype=np.float32)
-                boxes = boxes.reshape(-1, 4) * np.array([sx, sy, sx, sy], dtype=np.float32)
-                inst = Instances((h, w))
-                inst.gt_boxes = Boxes(torch.from_numpy(boxes))
-                inst.gt_classes = torch.zeros(len(boxes), dtype=torch.long)
-                instances.append(inst)
-            if flip:
-                qboxes = qboxes.copy()
-                qboxes[..., [0, 2]] = w - qboxes[..., [2, 0]]
-                for inst in instances:
-                    b = inst.gt_boxes.tensor.clone()
-                    b[:, [0, 2]] = w - b[:, [2, 0]]
-                    inst.gt_boxes = Boxes(b)
-            out["query_boxes"] = torch.from_numpy(np.ascontiguousarray(qboxes))
-            out["instances"] = instances
+            out.update(self._boxes(record, q_seconds, len(query), q_info, ref_info, r_seconds,
+                                   flip))
         return out
+
+    def _boxes(self, record, q_seconds, tq: int, q_info, ref_info, r_seconds, flip: bool):
+        """``query_boxes`` and the ``instances`` of the matching actors, in input pixels."""
+        h, w = self.size
+        qboxes = query_box_inputs(record["query"]["boxes"], q_seconds, tq,
+                                  (w / q_info.width, h / q_info.height))
+        sx, sy = w / ref_info.width, h / ref_info.height
+        instances = []
+        for t in r_seconds:
+            boxes = np.asarray(record.get("boxes", {}).get(t, []), dtype=np.float32)
+            boxes = boxes.reshape(-1, 4) * np.array([sx, sy, sx, sy], dtype=np.float32)
+            inst = Instances((h, w))
+            inst.gt_boxes = Boxes(torch.from_numpy(boxes))
+            inst.gt_classes = torch.zeros(len(boxes), dtype=torch.long)
+            instances.append(inst)
+        if flip:
+            qboxes[..., [0, 2]] = w - qboxes[..., [2, 0]]
+            for inst in instances:
+                b = inst.gt_boxes.tensor.clone()
+                b[:, [0, 2]] = w - b[:, [2, 0]]
+                inst.gt_boxes = Boxes(b)
+        return {"query_boxes": torch.from_numpy(np.ascontiguousarray(qboxes)),
+                "instances": instances}

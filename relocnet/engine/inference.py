@@ -3,8 +3,8 @@
 The reference is decoded second by second (``iter_subclips`` at INPUT.VIDEO.FPS and size) and
 cut into the model's windows (REFERENCE_SECONDS, WINDOW_OVERLAP, ``window_starts``); the
 backbone runs on ``windows_per_batch`` windows at a time, exactly the batches of the model's own
-``inference_one``, and the per-second results are merged over windows by the same running
-average. Memory holds at most ``REFERENCE_SECONDS + windows_per_batch - 1`` decoded seconds, one
+``inference_one``, and the model's ``relocalize_windows`` (the generator ``inference_one`` runs
+too) scores them and merges the per-second results over windows. Memory holds at most ``REFERENCE_SECONDS + windows_per_batch - 1`` decoded seconds, one
 batch of features, and the per-second results of the seconds that a later window still covers;
 what the whole reference leaves behind is one score per second (and, spatio-temporal, at most
 DETECTIONS_PER_SECOND boxes per second), so memory does not grow with the reference's length.
@@ -18,17 +18,16 @@ and lets a cache hit replay the very same head calls: cached and computed scores
 """
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
 
-from ..data.mapper import seconds_of_span
+from ..data.mapper import nearest_boxes, query_box_inputs, query_inputs, seconds_of_span
 from ..data.video import VideoDecodeError, VideoInfo, iter_subclips, probe_video, read_subclips
-from ..modeling.meta_arch import RelocMetaArchBase, RelocRCNN, RelocTemporal
+from ..modeling.meta_arch import RelocMetaArchBase
 from ..modeling.windows import window_starts
 from ..modeling.weights import pretrained_keys, trained_state_dict
 from .feature_cache import CacheReadError, FeatureCache, file_digest, model_digest
@@ -60,7 +59,7 @@ def load_model(cfg, weights: str) -> RelocMetaArchBase:
     with torch.random.fork_rng(devices=[]):  # the same initialization every time
         torch.manual_seed(0)
         model = build_model(cfg).eval()
-    if not isinstance(model, (RelocTemporal, RelocRCNN)):
+    if not getattr(model, "task", ""):
         raise WeightsError(f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r} is not a "
                            "relocnet model (RelocTemporal or RelocRCNN)")
     if not weights:
@@ -118,19 +117,18 @@ def prepare_query(path: str, *, fps: int, size: Tuple[int, int], query_seconds: 
         raise InputError(f"query span [{start:g}, {end:g}) s of {path} holds {len(seconds)} whole "
                          f"second(s); the model needs at least {max(1, min_seconds)}")
     frames = read_subclips(path, fps, size, seconds[0], seconds[-1] + 1)[: len(seconds)]
-    tq = max(query_seconds, len(seconds))
-    query = np.zeros((tq,) + frames.shape[1:], dtype=np.uint8)
-    query[: len(frames)] = frames
-    valid = np.arange(tq) < len(frames)
-    out = {"query": torch.from_numpy(query), "query_valid": torch.from_numpy(valid)}
+    out = query_inputs(frames, query_seconds)
     if boxes is not None:
-        out["query_boxes"] = torch.from_numpy(_query_boxes(boxes, seconds, tq, info, size, path))
+        _check_boxes(boxes, info, path)
+        h, w = size
+        out["query_boxes"] = torch.from_numpy(query_box_inputs(
+            boxes, seconds, len(out["query"]), (w / info.width, h / info.height)))
     return out, info, seconds
 
 
-def _query_boxes(boxes: Dict[int, List[List[float]]], seconds: Sequence[int], tq: int,
-                 info: VideoInfo, size: Tuple[int, int], path: str) -> np.ndarray:
-    """(tq, D, 4) boxes in input pixels; padded seconds repeat the last real one."""
+def _check_boxes(boxes: Dict[int, List[List[float]]], info: VideoInfo, path: str) -> None:
+    """InputError unless every annotated second has the same number (>= 1) of boxes with an
+    area inside the query's frame."""
     if not boxes:
         raise InputError("no query boxes given")
     counts = {len(b) for b in boxes.values()}
@@ -148,17 +146,6 @@ def _query_boxes(boxes: Dict[int, List[List[float]]], seconds: Sequence[int], tq
             if x1 < 0 or y1 < 0 or x2 > info.width or y2 > info.height:
                 raise InputError(f"query box {list(b)} (second {t}) lies outside the "
                                  f"{info.width}x{info.height} frame of {path}")
-    h, w = size
-    scale = np.array([w / info.width, h / info.height] * 2, dtype=np.float32)
-    out = np.zeros((tq, counts.pop(), 4), dtype=np.float32)
-    for i in range(tq):
-        out[i] = np.asarray(nearest_boxes(boxes, seconds[min(i, len(seconds) - 1)])) * scale
-    return out
-
-
-def nearest_boxes(boxes: Dict[int, List[List[float]]], second: int) -> List[List[float]]:
-    """The boxes of ``second``, or of the nearest annotated second (the earlier on ties)."""
-    return boxes[min(boxes, key=lambda k: (abs(k - second), k))]
 
 
 # ----------------------------------------------------------------------------- reference
@@ -196,22 +183,6 @@ def check_lengths(query_seconds: int, reference: VideoInfo) -> None:
                          f"{reference.path} ({reference.num_seconds} whole seconds)")
 
 
-class _RunningMean:
-    """Per-second means of values added in order, handed out once no later window adds to them."""
-
-    def __init__(self):
-        self.sums: Dict[int, Any] = {}
-        self.counts: Dict[int, int] = {}
-
-    def add(self, t: int, value) -> None:
-        self.sums[t] = value if t not in self.sums else self.sums[t] + value
-        self.counts[t] = self.counts.get(t, 0) + 1
-
-    def pop_before(self, limit: int) -> List[Tuple[int, Any]]:
-        done = sorted(t for t in self.sums if t < limit)
-        return [(t, self.sums.pop(t) / self.counts.pop(t)) for t in done]
-
-
 @dataclass
 class Relocalization:
     """The model's output contract for the reference, plus how it was obtained."""
@@ -224,42 +195,13 @@ class Relocalization:
     timings: Dict[str, float] = field(default_factory=dict)
 
 
-def _compact(inst: Instances) -> np.ndarray:
-    """One second's detections as a (k, 7) float64 array (small and fragment-free to keep)."""
-    return torch.cat([inst.pred_boxes.tensor.double(), inst.scores.double()[:, None],
-                      inst.pred_classes.double()[:, None], inst.seconds.double()[:, None]],
-                     dim=1).cpu().numpy()
+def _numpy_chunk(chunk: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
+    return {k: v.cpu().numpy() for k, v in chunk.items()}
 
 
-def _instances(detections: List[np.ndarray], image_size: Tuple[int, int]) -> Instances:
-    """The contract's Instances (pred_boxes, scores, pred_classes, seconds) from _compact rows."""
-    rows = torch.from_numpy(np.concatenate(detections) if detections else np.zeros((0, 7)))
-    inst = Instances(image_size)
-    inst.pred_boxes = Boxes(rows[:, :4].float())
-    inst.scores = rows[:, 4].float()
-    inst.pred_classes = rows[:, 5].long()
-    inst.seconds = rows[:, 6].long()
-    return inst
-
-
-def _features_chunk(model, starts: List[int], windows: List[torch.Tensor],
-                    proposals: Dict[int, Boxes]) -> Dict[str, np.ndarray]:
-    """Run the backbone (and, RelocRCNN, the RPN on new seconds): one cacheable chunk."""
-    feats = model.window_features(windows)
-    chunk = {"starts": np.asarray(starts, dtype=np.int64),
-             "features": torch.stack([f["features"] for f in feats]).cpu().numpy()}
-    if isinstance(model, RelocRCNN):
-        cat = {k: torch.cat([f[k] for f in feats]) for k in feats[0]}
-        n = windows[0].shape[0]
-        abs_seconds = [s + t for s in starts for t in range(n)]
-        new = [k for k, t in enumerate(abs_seconds)
-               if t not in proposals and abs_seconds.index(t) == k]
-        found = model.propose({k: v[new] for k, v in cat.items()}) if new else []
-        chunk["proposal_seconds"] = np.asarray([abs_seconds[k] for k in new], dtype=np.int64)
-        chunk["proposal_counts"] = np.asarray([len(b) for b in found], dtype=np.int64)
-        chunk["proposal_boxes"] = (torch.cat([b.tensor for b in found]).cpu().numpy() if found
-                                   else np.zeros((0, 4), np.float32))
-    return chunk
+def _torch_chunks(chunks: Iterator[Dict[str, np.ndarray]]) -> Iterator[Dict[str, torch.Tensor]]:
+    for chunk in chunks:
+        yield {k: torch.from_numpy(v) for k, v in chunk.items()}
 
 
 def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, **kwargs
@@ -284,6 +226,37 @@ def relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, 
         return result
 
 
+def _open_cache(cache: FeatureCache, cfg, model, reference: str, length: int, timings):
+    """(cache entry or None, writer or None, key, messages, status) for ``reference``."""
+    t1 = time.perf_counter()
+    key = cache.key(file_digest(reference), model_digest(cfg, model))
+    known = len(cache.problems)
+    entry, writer, messages = cache.lookup(key), None, []
+    timings["cache_key"] = time.perf_counter() - t1
+    if entry is not None:
+        messages.append(f"reusing cached features for {reference} ({entry.path})")
+    else:
+        writer = cache.writer(key, {"reference": reference, "seconds": length,
+                                    "architecture": type(model).__name__})
+        if writer is not None:
+            messages.append(f"computing features for {reference}; caching them in {cache.root}")
+    messages[:0] = cache.problems[known:]
+    return entry, writer, key, messages, "hit" if entry is not None else "miss"
+
+
+def _cached(chunks: Iterator[Dict[str, torch.Tensor]], state: Dict[str, Any], batches: int,
+            note: Callable[[str], None]) -> Iterator[Dict[str, torch.Tensor]]:
+    """The chunks, each also appended to ``state["writer"]`` while caching is still worth it."""
+    for chunk in chunks:
+        writer = state["writer"]
+        if writer is not None and not (writer.append(_numpy_chunk(chunk)) and writer.worth_it(
+                batches / len(chunk["starts"]))):
+            note(writer.problem)
+            writer.abort()
+            state["writer"] = None
+        yield chunk
+
+
 @torch.no_grad()
 def _relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str, *, fps: int,
                 size: Tuple[int, int], cache: Optional[FeatureCache] = None, cfg=None,
@@ -295,104 +268,43 @@ def _relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str,
     if length < 1:
         raise InputError(f"reference video {reference} is shorter than one second")
     check_lengths(int(query["query_valid"].sum()), info)
-    rcnn = isinstance(model, RelocRCNN)
     qdesc = query.get("descriptor")  # computed once by the caller for several references
     if qdesc is None:
         qdesc = model.query_descriptor(dict(query, pair_id="query"))
     timings = {"query_features": time.perf_counter() - t0}
     entry, writer, key, messages, status = None, None, "", [], "off"
     if cache is not None:
-        t1 = time.perf_counter()
-        key = cache.key(file_digest(reference), model_digest(cfg, model))
-        known = len(cache.problems)
-        entry = cache.lookup(key)
-        timings["cache_key"] = time.perf_counter() - t1
-        status = "hit" if entry is not None else "miss"
-        if entry is not None:
-            messages.append(f"reusing cached features for {reference} ({entry.path})")
-        else:
-            writer = cache.writer(key, {"reference": reference, "seconds": length,
-                                        "architecture": type(model).__name__})
-            if writer is not None:
-                messages.append(f"computing features for {reference}; caching them in "
-                                f"{cache.root}")
-        messages[:0] = cache.problems[known:]
-    proposals: Dict[int, Boxes] = {}  # RelocRCNN: of the seconds that later windows still cover
+        entry, writer, key, messages, status = _open_cache(cache, cfg, model, reference, length,
+                                                           timings)
+    for m in messages if log is not None else ():
+        log(m)
 
     def note(message: str) -> None:
         messages.append(message)
         if log is not None:
             log(message)
 
-    for m in messages if log is not None else ():
-        log(m)
     if entry is not None:
-        chunks: Iterator[Dict[str, np.ndarray]] = entry.chunks()
+        chunks: Iterator[Dict[str, torch.Tensor]] = _torch_chunks(entry.chunks())
     else:
-        chunks = (_features_chunk(model, starts, windows, proposals)
-                  for starts, windows in stream_windows(
-                      reference, fps=fps, size=size, length=length,
-                      window=model.reference_seconds, overlap=model.window_overlap,
-                      per_batch=model.windows_per_batch))
-    all_starts = window_starts(length, model.reference_seconds,
-                               min(model.window_overlap, model.reference_seconds - 1))
-    merged = _RunningMean()
-    scores = torch.zeros(length)
-    pair_scores: Dict[int, torch.Tensor] = {}  # RelocTemporal: per second, (D,) query objects
-    detections: List[np.ndarray] = []  # per second: (k, 7) box, score, query object, second
-    done = batch_index = 0
+        chunks = model.feature_chunks(stream_windows(
+            reference, fps=fps, size=size, length=length, window=model.reference_seconds,
+            overlap=model.window_overlap, per_batch=model.windows_per_batch))
+    state = {"writer": writer}
+    chunks = _cached(chunks, state, len(model.reference_starts(length)), note)
+    results: List[Any] = []
     t2 = time.perf_counter()
     try:
-        for chunk in chunks:
-            if writer is not None and not (writer.append(chunk) and writer.worth_it(
-                    len(all_starts) / len(chunk["starts"]))):
-                note(writer.problem)
-                writer.abort()
-                writer = None
-            starts = chunk["starts"].tolist()
-            if starts != all_starts[batch_index : batch_index + len(starts)]:
-                raise RuntimeError(f"feature chunk {batch_index} does not fit the windows of "
-                                   f"{reference}")
-            batch_index += len(starts)
-            features = [torch.from_numpy(f).to(model.device) for f in chunk["features"]]
-            n = features[0].shape[0]
-            abs_seconds = [s + t for s in starts for t in range(n)]
-            if rcnn:
-                boxes = torch.from_numpy(chunk["proposal_boxes"]).to(model.device)
-                for t, b in zip(chunk["proposal_seconds"].tolist(),
-                                boxes.split(chunk["proposal_counts"].tolist())):
-                    proposals[t] = Boxes(b)
-                values = model.match_regions(torch.cat(features),
-                                             [proposals[t] for t in abs_seconds], qdesc)
-            else:
-                values = [p for lg in model.window_logits(features, size, qdesc)
-                          for p in lg.sigmoid()]  # per second: (D,) query objects
-            for t, v in zip(abs_seconds, values):
-                merged.add(t, v)
-            limit = all_starts[batch_index] if batch_index < len(all_starts) else length
-            for t, v in merged.pop_before(limit):
-                if rcnn:
-                    inst = model.second_instances(proposals.pop(t), v, input_size=size,
-                                                  height=info.height, width=info.width, second=t)
-                    detections.append(_compact(inst))
-                    scores[t] = inst.scores.max().cpu() if len(inst) else 0.0
-                else:
-                    pair_scores[t] = v.cpu()
-                    scores[t] = pair_scores[t].max()
+        for _, result in model.relocalize_windows(qdesc, chunks, length, input_size=size,
+                                                  file_size=(info.height, info.width)):
+            results.append(result)
             if progress is not None:
-                progress(limit - done)
-            done = limit
-        if done != length:
-            raise RuntimeError(f"{reference}: features cover {done} of {length} seconds")
-        if writer is not None and writer.commit() is None:
-            note(writer.problem)
+                progress(1)
+        if state["writer"] is not None and state["writer"].commit() is None:
+            note(state["writer"].problem)
     finally:
-        if writer is not None:
-            writer.abort()  # no-op after commit
+        if state["writer"] is not None:
+            state["writer"].abort()  # no-op after commit
     timings["reference"] = time.perf_counter() - t2
-    outputs = model.temporal_outputs(
-        scores, torch.arange(length),
-        torch.stack([pair_scores[t] for t in range(length)]) if not rcnn else None)
-    if rcnn:
-        outputs["instances"] = _instances(detections, (info.height, info.width))
+    outputs = model.outputs(results, torch.arange(length))
     return Relocalization(outputs, info, status, key, messages, timings)

@@ -5,10 +5,11 @@ Stages (each timed on its own, on the shortest reference, at most ``stage_second
 
 - ``decode``: ``iter_subclips`` at INPUT.VIDEO.FPS and HEIGHT x WIDTH;
 - ``features``: the backbone over the model's windows (REFERENCE_SECONDS, WINDOW_OVERLAP,
-  ``windows_per_batch`` per call; RelocRCNN adds the RPN on each second once) on frames decoded
-  beforehand; with 5 s windows overlapping by 4 s every second is in 5 windows;
-- ``match``: the correlation and head against one query descriptor, on those features held in
-  memory (RelocTemporal: ``window_logits``; RelocRCNN: ``match_regions``);
+  ``windows_per_batch`` per call; RelocRCNN adds the RPN on each second once), i.e. the model's
+  ``feature_chunks``, on frames decoded beforehand; with 5 s windows overlapping by 4 s every
+  second is in 5 windows;
+- ``match``: the model's ``relocalize_windows`` against one query descriptor on those chunks held
+  in memory (correlation, head, merging windows, post-processing);
 - ``match_cached``: ``relocalize`` on the reference with a FeatureCache entry (the second query
   in the same reference): its pass over the reference (reading the entry, matching, merging
   windows, post-processing); the per-call costs (the query's features, hashing the video file
@@ -37,8 +38,6 @@ import torch
 
 from ..data.video import iter_subclips, probe_video, read_subclips
 from ..data.video_writer import write_video
-from ..modeling.meta_arch import RelocRCNN
-from ..modeling.windows import window_starts
 from ..utils.benchmark import format_table, machine_info
 from .feature_cache import FeatureCache
 from .inference import load_model, prepare_query, relocalize
@@ -146,7 +145,7 @@ def _query(cfg, model, path: str) -> Dict[str, Any]:
     v = cfg.INPUT.VIDEO
     info = probe_video(path)
     boxes = None
-    if isinstance(model, RelocRCNN):
+    if model.task == "spatio_temporal":
         w, h = info.width, info.height
         boxes = {0: [[w * 0.25, h * 0.25, w * 0.75, h * 0.75]]}
     query, _, _ = prepare_query(path, fps=v.FPS, size=(v.HEIGHT, v.WIDTH),
@@ -169,30 +168,14 @@ def _stages(cfg, model, path: str, stage_seconds: int) -> Dict[str, Dict[str, fl
     out = {"decode": _rate(n, time.perf_counter() - t)}
 
     clips = torch.from_numpy(read_subclips(path, v.FPS, size, 0, length))
-    k = model.reference_seconds
-    starts = window_starts(length, k, min(model.window_overlap, k - 1))
-    rcnn = isinstance(model, RelocRCNN)
-    batches, proposals = [], {}
     t = time.perf_counter()
-    for b in range(0, len(starts), model.windows_per_batch):
-        batch = starts[b: b + model.windows_per_batch]
-        feats = model.window_features([clips[s: s + min(k, length)] for s in batch])
-        seconds = [s + i for s in batch for i in range(feats[0]["features"].shape[0])]
-        if rcnn:  # proposals once per second, from its first window (as the model does)
-            new = [j for j, s in enumerate(seconds) if s not in proposals and seconds.index(s) == j]
-            cat = {key: torch.cat([f[key] for f in feats]) for key in feats[0]}
-            found = model.propose({key: x[new] for key, x in cat.items()}) if new else []
-            proposals.update({seconds[j]: p for j, p in zip(new, found)})
-        batches.append((seconds, [f["features"] for f in feats]))
+    chunks = list(model.feature_chunks(model.window_batches(clips)))
     out["features"] = _rate(length, time.perf_counter() - t)
 
     qdesc = model.query_descriptor(_query(cfg, model, path))
     t = time.perf_counter()
-    for seconds, features in batches:
-        if rcnn:
-            model.match_regions(torch.cat(features), [proposals[s] for s in seconds], qdesc)
-        else:
-            model.window_logits(features, size, qdesc)
+    for _ in model.relocalize_windows(qdesc, chunks, length, input_size=size, file_size=size):
+        pass
     out["match"] = _rate(length, time.perf_counter() - t)
     return out
 
@@ -287,6 +270,12 @@ def run_pipeline_benchmark(*, config_file: str, weights: str = "", opts: Sequenc
         "references": {str(m): p for m, p in refs.items()}, "stages": stages, "memory": memory,
         "end_to_end_x_real_time_min": e2e, "targets": targets,
     }
+    return _report(result, config_file, v), result
+
+
+def _report(result: Dict[str, Any], config_file: str, v) -> str:
+    """The benchmark's text: the stage table and the memory table."""
+    stages, memory = result["stages"], result["memory"]
     rows = [dict(stage=k, seconds=r["seconds"], wall_s=r["wall_s"], x_real_time=r["x_real_time"],
                  fixed_s=r.get("fixed_s"), call_wall_s=r.get("call_wall_s"))
             for k, r in stages.items()]
@@ -310,4 +299,4 @@ def run_pipeline_benchmark(*, config_file: str, weights: str = "", opts: Sequenc
         format_table(mem_rows, ["minutes", "seconds", "wall_s", "x_real_time",
                                 "peak_rss_loaded_mib", "peak_rss_mib"]),
     ])
-    return text, result
+    return text

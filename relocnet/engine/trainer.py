@@ -1,4 +1,5 @@
-"""The relocnet Trainer: detectron2's DefaultTrainer with pair loaders, Adam and our evaluators."""
+"""The relocnet Trainer: detectron2's DefaultTrainer with pair loaders, AdamW and our evaluators."""
+import contextlib
 import os
 import weakref
 
@@ -6,21 +7,19 @@ import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer
+from detectron2.engine import defaults as _defaults
 from detectron2.utils import comm
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from ..data.mapper import RelocPairMapper
 from ..data.self_supervised import SelfSupervisedPairMapper
 from ..evaluation import build_reloc_evaluator
+from ..modeling.meta_arch import model_task
 from ..utils.fileio import exclusive_lock
 from .resumable import (AtomicCheckpointer, PositionedPairs, PositionSampler, SeedEachIteration,
                         atomic_writers, derived_seed, resolve_seed, trim_metrics)
 
 __all__ = ["Trainer"]
-
-
-def _task_of(cfg) -> str:
-    return "spatio_temporal" if cfg.MODEL.META_ARCHITECTURE == "RelocRCNN" else "temporal"
 
 
 def index_labels(dataset, num_classes: int):
@@ -40,7 +39,7 @@ class _TrainMapper:
     """Labelled pair records -> RelocPairMapper; video-folder records -> SelfSupervisedPairMapper."""
 
     def __init__(self, cfg):
-        self.task = _task_of(cfg)
+        self.task = model_task(cfg)
         self.pairs = RelocPairMapper(cfg, is_train=True, task=self.task)
         self.self_supervised = SelfSupervisedPairMapper(cfg)
 
@@ -53,9 +52,33 @@ class _TrainMapper:
         return self.pairs(record, rng=rng)
 
 
+@contextlib.contextmanager
+def _ddp_on_cpu():
+    """DefaultTrainer wraps the model with ``create_ddp_model(model, broadcast_buffers=False)``,
+    which names the local GPU in ``device_ids``; DistributedDataParallel refuses ``device_ids`` for
+    a CPU module, so on CPU (gloo, ``launch`` without GPUs) it is called with ``device_ids=None``."""
+    create = _defaults.create_ddp_model
+
+    def create_cpu_aware(model, **kwargs):
+        if next(model.parameters()).device.type == "cpu":
+            kwargs.setdefault("device_ids", None)
+        return create(model, **kwargs)
+
+    _defaults.create_ddp_model = create_cpu_aware
+    try:
+        yield
+    finally:
+        _defaults.create_ddp_model = create
+
+
 class Trainer(DefaultTrainer):
     """Pairs in, losses out; evaluation with the benchmark's own metric. Deterministic for a
-    fixed SEED, resumes exactly, writes checkpoints atomically (see engine/resumable.py)."""
+    fixed SEED, resumes exactly, writes checkpoints atomically (see engine/resumable.py). Scales
+    out with detectron2's ``launch`` (NCCL on GPUs, gloo on CPU)."""
+
+    def __init__(self, cfg):
+        with _ddp_on_cpu():
+            super().__init__(cfg)
 
     @classmethod
     def build_model(cls, cfg):
@@ -111,7 +134,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         dataset = get_detection_dataset_dicts(dataset_name, filter_empty=False)
-        mapper = RelocPairMapper(cfg, is_train=False, task=_task_of(cfg))
+        mapper = RelocPairMapper(cfg, is_train=False, task=model_task(cfg))
         return build_detection_test_loader(
             dataset, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS
         )
@@ -125,7 +148,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        """Adam, as in the paper (§4.1), with detectron2's parameter groups and clipping."""
+        """AdamW with detectron2's parameter groups and clipping: the paper's Adam (§4.1) when
+        SOLVER.WEIGHT_DECAY is 0, as in the benchmark configs; decoupled weight decay otherwise."""
         params = get_default_optimizer_params(
             model,
             base_lr=cfg.SOLVER.BASE_LR,

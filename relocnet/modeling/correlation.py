@@ -77,7 +77,7 @@ def _finish(corr: torch.Tensor, channels: int, patch: int, normalize: bool) -> t
 
 
 def useful_flops(pairs: int, channels: int, h: int, w: int, window: int, patch: int = 0) -> int:
-    """Flops of eq. 15 proper: 2*C*H*W*window^2 per pair (products with the zero padding
+    """Flops of the correlation proper: 2*C*H*W*window^2 per pair (products with the zero padding
     included), plus the box filter of the patch sum ((2s+1)^2 - 1 adds per output, if s > 0)."""
     box = (window * window * h * w * ((2 * patch + 1) ** 2 - 1)) if patch else 0
     return pairs * (2 * channels * h * w * window * window + box)

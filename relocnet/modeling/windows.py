@@ -12,11 +12,11 @@ ensemble over different temporal contexts and keeps probabilities calibrated, so
 threshold means the same for covered-once and covered-five-times seconds; a max would push every
 second covered by many windows (the middle of a long reference) upwards, false positives first.
 """
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-__all__ = ["window_starts", "average_by_second", "pad_seconds"]
+__all__ = ["window_starts", "RunningMean", "average_by_second", "pad_seconds"]
 
 
 def window_starts(length: int, size: int, overlap: int) -> List[int]:
@@ -41,6 +41,24 @@ def window_starts(length: int, size: int, overlap: int) -> List[int]:
     return starts
 
 
+class RunningMean:
+    """Per-second means of values added in order (one per window covering the second), handed
+    out once no later window adds to them: streamed merging in bounded memory."""
+
+    def __init__(self):
+        self.sums: Dict[int, Any] = {}
+        self.counts: Dict[int, int] = {}
+
+    def add(self, t: int, value) -> None:
+        self.sums[t] = value if t not in self.sums else self.sums[t] + value
+        self.counts[t] = self.counts.get(t, 0) + 1
+
+    def pop_before(self, limit: int) -> List[Tuple[int, Any]]:
+        """The means of the seconds before ``limit``, in order; they are forgotten."""
+        done = sorted(t for t in self.sums if t < limit)
+        return [(t, self.sums.pop(t) / self.counts.pop(t)) for t in done]
+
+
 def average_by_second(
     items: Iterable[Tuple[int, torch.Tensor]], length: int
 ) -> List[Optional[torch.Tensor]]:
@@ -49,14 +67,13 @@ def average_by_second(
     ``items`` are ``(second, value)`` pairs, e.g. one per (window, second of the window); values of
     the same second must have the same shape.
     """
-    sums: Dict[int, torch.Tensor] = {}
-    counts: Dict[int, int] = {}
+    merged = RunningMean()
     for t, value in items:
         if not 0 <= t < length:
             raise IndexError(f"second {t} outside 0..{length - 1}")
-        sums[t] = value if t not in sums else sums[t] + value
-        counts[t] = counts.get(t, 0) + 1
-    return [sums[t] / counts[t] if t in sums else None for t in range(length)]
+        merged.add(t, value)
+    means = dict(merged.pop_before(length))
+    return [means.get(t) for t in range(length)]
 
 
 def pad_seconds(x: torch.Tensor, length: int) -> torch.Tensor:

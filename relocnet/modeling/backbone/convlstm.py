@@ -58,7 +58,7 @@ class ContextAttentionPool(nn.Module):
         self.score = nn.Conv2d(attention_channels, 1, 1)
 
     def forward(self, hs: torch.Tensor, cs: torch.Tensor, context: torch.Tensor) -> State:
-        """hs, cs: (S, N, hidden, H, W) per-step states; context: (N, C_x, H, W).
+        """Eqs. 7-8. hs, cs: (S, N, hidden, H, W) per-step states; context: (N, C_x, H, W).
 
         Returns the pooled (ph, pc), each (N, hidden, H, W).
         """
@@ -84,7 +84,9 @@ class MacroBranch(nn.Module):
 
     def forward(self, micro_steps: List[torch.Tensor], context: torch.Tensor,
                 num_seconds: int) -> torch.Tensor:
-        """micro_steps: NUM_MICRO tensors Tm_p, each (B*T, C_m, H, W), index b*T + t;
+        """Eqs. 6 and 9 (LSTM_1 within a second, LSTM_2 across seconds) around the pooling.
+
+        micro_steps: NUM_MICRO tensors Tm_p, each (B*T, C_m, H, W), index b*T + t;
         context: X_Vs (B*T, C_m, H, W). Returns hh: (B*T, hidden, H, W)."""
         state = None
         hs, cs = [], []

@@ -148,7 +148,8 @@ class SiameseVideoBackbone(Backbone):
                 "features": ShapeSpec(channels=self._channels, stride=16)}
 
     def _micro_features(self, clips: torch.Tensor) -> List[torch.Tensor]:
-        """Eqs. 2-3 for each micro sub-clip: (S, 3, N, H, W) -> NUM_MICRO x (S, C_m, h, w).
+        """Eq. 2, the 3D CNN on each micro sub-clip (with its max over time, see micro.py):
+        (S, 3, N, H, W) -> NUM_MICRO x (S, C_m, h, w).
 
         Sub-clips of equal length (np.array_split of the N frames) go through the 3D CNN in
         one batch."""
@@ -163,7 +164,11 @@ class SiameseVideoBackbone(Backbone):
         return out
 
     def forward(self, clips: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """clips: (B, T, 3, N, H, W) normalized. Returns "res4" and "features", index b*T + t."""
+        """Eqs. 1, 4, 5, 10 and 11: the spatial branch on each second's keyframe, the micro
+        features concatenated and maxed, and the scales concatenated (the same for query and
+        reference clips: the backbone is Siamese).
+
+        clips: (B, T, 3, N, H, W) normalized. Returns "res4" and "features", index b*T + t."""
         if clips.dim() != 6 or clips.shape[2] != 3:
             raise ValueError(f"expected clips of shape (B, T, 3, N, H, W), got "
                              f"{tuple(clips.shape)}")

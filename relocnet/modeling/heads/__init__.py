@@ -1,7 +1,9 @@
 """Heads over matched query/reference regions (paper §3.3-3.4), chosen by MODEL.RELOC.HEAD.NAME."""
 from .chamfer_head import ChamferHead
-from .correlation_head import CorrelationHead, RegionMatcher, RelocROIHeads
-from .registry import RELOC_HEAD_REGISTRY, build_reloc_head
+from .correlation_head import CorrelationHead, RegionMatcher
+from .registry import RELOC_HEAD_REGISTRY, RelocHead, build_reloc_head
+from .roi_heads import RelocROIHeads
+from .similarity_head import SimilarityHead
 
-__all__ = ["ChamferHead", "CorrelationHead", "RegionMatcher", "RelocROIHeads",
-           "RELOC_HEAD_REGISTRY", "build_reloc_head"]
+__all__ = ["ChamferHead", "CorrelationHead", "RegionMatcher", "RelocROIHeads", "SimilarityHead",
+           "RELOC_HEAD_REGISTRY", "RelocHead", "build_reloc_head"]

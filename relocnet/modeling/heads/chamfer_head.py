@@ -21,13 +21,13 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d
 from torch import nn
 
-from .registry import RELOC_HEAD_REGISTRY
+from .registry import RELOC_HEAD_REGISTRY, RelocHead
 
 __all__ = ["ChamferHead"]
 
 
 @RELOC_HEAD_REGISTRY.register()
-class ChamferHead(nn.Module):
+class ChamferHead(RelocHead):
     """(P, C, S, S) reference ROIs x (D, C, S, S) query objects -> chamfer logits (P, D)."""
 
     @configurable

@@ -1,18 +1,32 @@
 """The registry of matching heads (MODEL.RELOC.HEAD.NAME), in the manner of PointRend's point heads.
 
 A head maps reference ROI features (P, C, S, S) and query objects (D, C, S, S) to match logits
-(P, D) and box deltas (P, D, 4) or None. ``build_reloc_head(cfg, in_channels, box_reg)`` builds the
-one named in the config.
+(P, D) and box deltas (P, D, 4) or None, and may add losses of its own (``extra_losses``).
+``build_reloc_head(cfg, in_channels, box_reg)`` builds the one named in the config.
 """
-from detectron2.utils.registry import Registry
+from typing import Any, Dict, List
 
-__all__ = ["RELOC_HEAD_REGISTRY", "build_reloc_head"]
+import torch
+from detectron2.utils.registry import Registry
+from torch import nn
+
+__all__ = ["RELOC_HEAD_REGISTRY", "RelocHead", "build_reloc_head"]
 
 RELOC_HEAD_REGISTRY = Registry("RELOC_HEAD")
 RELOC_HEAD_REGISTRY.__doc__ = """Heads scoring reference regions against query objects:
 (P, C, S, S), (D, C, S, S) -> logits (P, D), deltas (P, D, 4) or None."""
 
 
-def build_reloc_head(cfg, in_channels: int, box_reg: bool):
+class RelocHead(nn.Module):
+    """What every registered head offers besides ``forward``."""
+
+    def extra_losses(self, pairs: List[Dict[str, Any]], queries: List[torch.Tensor]
+                     ) -> Dict[str, torch.Tensor]:
+        """Training losses of the head's own beyond the match loss (none by default), from the
+        training pairs and their query descriptors (one (D, C, S, S) per pair)."""
+        return {}
+
+
+def build_reloc_head(cfg, in_channels: int, box_reg: bool) -> RelocHead:
     """The head named by MODEL.RELOC.HEAD.NAME."""
     return RELOC_HEAD_REGISTRY.get(cfg.MODEL.RELOC.HEAD.NAME)(cfg, in_channels, box_reg=box_reg)

@@ -35,15 +35,10 @@ ConvLSTM's temporal context. Queries longer than QUERY_SECONDS are cut into wind
 references (windows.py); a second's features are averaged over the windows covering it before
 pooling, so the whole query is used.
 
-Auxiliary classification (MODEL.RELOC.AUX_LOSS_WEIGHT > 0, AUX_CLASSES training classes): each
-query descriptor (per second or pooled; per query object), embedded by the similarity head's 1x1
-embedding (or taken as is with the "stage" score) and max-pooled over space, is classified among
-the training classes by a cosine classifier (pairs carry ``"label_index"``, -1 = unlabelled, e.g.
-self-supervised pairs): ``"loss_aux_class"``. Learning "match / no match" from scratch gives the
-backbone one bit per second; naming the action gives it a discriminative embedding, whose cosine
-similarity then transfers to unseen classes (a few-shot learning practice; not in the paper).
+Heads may add losses of their own (``RelocHead.extra_losses``: the SimilarityHead's auxiliary
+classification of the query among the training classes).
 """
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +49,7 @@ from detectron2.structures import Boxes
 from torch import nn
 
 from ..decoding import decode_segments
-from ..windows import average_by_second, pad_seconds, window_starts
+from ..windows import RunningMean, average_by_second, pad_seconds, window_starts
 
 __all__ = ["RelocMetaArchBase", "WindowFeatures"]
 
@@ -64,7 +59,16 @@ WindowFeatures = Tuple[int, int, Dict[str, torch.Tensor]]
 
 
 class RelocMetaArchBase(nn.Module):
-    """Backbone, normalization, ROI pooling, windows and decoding shared by both models."""
+    """Backbone, normalization, ROI pooling, windows and decoding shared by both models.
+
+    Windowed inference (``inference_one``, ``relocnet relocalize``, the pipeline benchmark) is one
+    generator, :meth:`relocalize_windows`, over "chunks": the query-independent (cacheable) output
+    of :meth:`window_chunk` for one backbone batch of reference windows. Subclasses say how a chunk
+    is scored against a query (``chunk_values``), what a second's merged values become
+    (``second_result``) and how the seconds make the outputs (``outputs``).
+    """
+
+    task = ""  # the task a subclass solves: "temporal" | "spatio_temporal" (mappers, evaluators)
 
     def __init__(
         self,
@@ -83,10 +87,6 @@ class RelocMetaArchBase(nn.Module):
         decoder_threshold: float,
         decoder_top_k: int,
         windows_per_batch: int = 4,
-        aux_classes: int = 0,
-        aux_weight: float = 0.0,
-        aux_dim: int = 0,
-        aux_scale: float = 10.0,
         match_threshold: float = 0.5,
     ):
         """
@@ -95,17 +95,13 @@ class RelocMetaArchBase(nn.Module):
                 (detectron2's convention).
             input_format: "RGB" or "BGR": the channel order the backbone expects; frames arrive
                 RGB and are flipped for "BGR".
-            query_pooling: "mean" or "max" over valid query seconds.
+            query_pooling: "mean" or "max" over valid query seconds, or "seconds" (all kept).
             query_seconds, reference_seconds, window_overlap: window sizes and overlap (§4.1).
             decoder_*: MODEL.RELOC.DECODER (see decoding.py).
             windows_per_batch: windows per backbone call at inference (memory bound); training
                 runs all windows of the batch in one call.
-            aux_classes, aux_weight: the auxiliary classification loss (off when either is 0).
-            aux_dim: channels it classifies (the head's embedding or the ROI features).
-            aux_scale: the cosine classifier's logit scale.
             match_threshold: the probability at which the best segment counts as found; a
-                persistent buffer, so the value calibrated on validation data
-                (tools/calibrate.py) travels with the weights.
+                persistent buffer, so a calibrated value travels with the weights.
         """
         super().__init__()
         if input_format not in ("RGB", "BGR"):
@@ -129,10 +125,6 @@ class RelocMetaArchBase(nn.Module):
         self.window_overlap = window_overlap
         self.decoder = dict(name=decoder_name, threshold=decoder_threshold, top_k=decoder_top_k)
         self.windows_per_batch = windows_per_batch
-        self.aux_weight, self.aux_scale = aux_weight, aux_scale
-        self.aux_classifier = None
-        if aux_classes > 0 and aux_weight > 0:
-            self.aux_classifier = nn.Linear(aux_dim, aux_classes, bias=False)
         self.register_buffer("match_threshold", torch.tensor(float(match_threshold)))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1, 1), False)
@@ -157,11 +149,7 @@ class RelocMetaArchBase(nn.Module):
             decoder_name=r.DECODER.NAME,
             decoder_threshold=r.DECODER.THRESHOLD,
             decoder_top_k=r.DECODER.TOP_K,
-            aux_classes=r.AUX_CLASSES,
-            aux_weight=r.AUX_LOSS_WEIGHT,
             match_threshold=r.MATCH_THRESHOLD,
-            aux_dim=(r.HEAD.EMBED_CHANNELS if r.HEAD.SCORE == "similarity"
-                     else backbone.output_shape()["features"].channels),
         )
 
     @property
@@ -214,8 +202,8 @@ class RelocMetaArchBase(nn.Module):
 
     # ------------------------------------------------------------------ query side (eq. 14)
     def query_rois(self, pairs: List[Dict[str, Any]], full_frame: bool) -> List[torch.Tensor]:
-        """One (D, C, S, S) query descriptor per pair: ROIAlign of each valid second's features at
-        the query boxes (the full frame when ``full_frame``), pooled over seconds."""
+        """Eq. 14: one (D, C, S, S) query descriptor per pair, the ROIAlign of each valid second's
+        features at the query boxes (the full frame when ``full_frame``), pooled over seconds."""
         clips, boxes, valids = [], [], []
         tq = max(int(p["query"].shape[0]) for p in pairs)
         for p in pairs:
@@ -253,30 +241,6 @@ class RelocMetaArchBase(nn.Module):
                 out.append(seconds.mean(0) if self.query_pooling == "mean" else seconds.amax(0))
         return out
 
-    def aux_loss(self, pairs: List[Dict[str, Any]], queries: List[torch.Tensor],
-                 head: nn.Module, extra: Sequence[Tuple[int, torch.Tensor]] = ()) -> torch.Tensor:
-        """Cross-entropy of the cosine classifier over the labelled pairs' query descriptors,
-        and over ``extra`` (pair index, ROI features) items that show the pair's action (the
-        spatio-temporal model's matching reference actors). Mirrored pairs (``"hflip"``) are left
-        out: the mirror of a class can be another class (SynthReloc's walk_left/walk_right)."""
-        feats, labels = [], []
-        items = list(zip(pairs, queries)) + [(pairs[i], r) for i, r in extra]
-        for pair, q in items:
-            k = int(pair.get("label_index", -1))
-            if k < 0 or pair.get("hflip", False):
-                continue
-            if k >= self.aux_classifier.out_features:
-                raise ValueError(f"pair {pair.get('pair_id')!r}: label_index {k} >= "
-                                 f"MODEL.RELOC.AUX_CLASSES ({self.aux_classifier.out_features})")
-            e = head.embed(q) if getattr(head, "score", "") == "similarity" else q
-            feats.append(e.amax(dim=(2, 3)))
-            labels.append(torch.full((e.shape[0],), k, dtype=torch.long, device=e.device))
-        if not feats:  # keep the graph: a zero that reaches the classifier
-            return self.aux_classifier.weight.sum() * 0.0
-        f = F.normalize(torch.cat(feats), dim=1)
-        w = F.normalize(self.aux_classifier.weight, dim=1)
-        return self.aux_weight * F.cross_entropy(self.aux_scale * f @ w.t(), torch.cat(labels))
-
     @staticmethod
     def require(pair: Dict[str, Any], key: str, length: int) -> Any:
         """``pair[key]``, which training needs with one entry per reference second."""
@@ -287,6 +251,86 @@ class RelocMetaArchBase(nn.Module):
                 f"reference second ({length}); got {got}"
             )
         return pair[key]
+
+    # ------------------------------------------------------------------ windowed inference
+    def reference_starts(self, length: int) -> List[int]:
+        """Start seconds of the reference windows of a ``length``-second reference."""
+        k = self.reference_seconds
+        return window_starts(length, k, min(self.window_overlap, k - 1))
+
+    def window_batches(self, reference: torch.Tensor
+                       ) -> Iterator[Tuple[List[int], List[torch.Tensor]]]:
+        """(window starts, uint8 windows) per backbone call of an in-memory reference (T, N, H, W,
+        3); ``engine.inference.stream_windows`` gives the same batches decoded from a file."""
+        starts = self.reference_starts(reference.shape[0])
+        n = min(self.reference_seconds, reference.shape[0])
+        for b in range(0, len(starts), self.windows_per_batch):
+            batch = starts[b : b + self.windows_per_batch]
+            yield batch, [reference[s : s + n] for s in batch]
+
+    def feature_chunks(self, batches: Iterable[Tuple[List[int], List[torch.Tensor]]]
+                       ) -> Iterator[Dict[str, torch.Tensor]]:
+        """:meth:`window_chunk` of each batch; seconds before ``covered`` were in an earlier one."""
+        covered = 0
+        for starts, windows in batches:
+            yield self.window_chunk(starts, windows, covered)
+            covered = starts[-1] + windows[-1].shape[0]
+
+    def window_chunk(self, starts: List[int], windows: List[torch.Tensor], covered: int
+                     ) -> Dict[str, torch.Tensor]:
+        """The backbone over one batch of windows: ``{"starts": (B,), "features": (B, n, C, h,
+        w)}``; it does not depend on the query, so it can be cached (engine/feature_cache.py)."""
+        feats = self.window_features(windows)
+        return {"starts": torch.as_tensor(starts, dtype=torch.long),
+                "features": torch.stack([f["features"] for f in feats])}
+
+    def chunk_values(self, chunk: Dict[str, torch.Tensor], query: torch.Tensor, input_size,
+                     state: Dict[str, Any]) -> List[Tuple[int, torch.Tensor]]:
+        """(reference second, value) for every second of every window of ``chunk``."""
+        raise NotImplementedError
+
+    def second_result(self, second: int, value: torch.Tensor, state: Dict[str, Any], *,
+                      input_size, file_size) -> Any:
+        """What one reference second's value, averaged over its windows, becomes."""
+        raise NotImplementedError
+
+    def outputs(self, results: List[Any], seconds: torch.Tensor) -> Dict[str, Any]:
+        """The output contract from the ``second_result`` of every reference second."""
+        raise NotImplementedError
+
+    def relocalize_windows(self, query: torch.Tensor, chunks: Iterable[Dict[str, torch.Tensor]],
+                           length: int, *, input_size, file_size) -> Iterator[Tuple[int, Any]]:
+        """Windowed inference, streamed: for each chunk (in window order) the head's values per
+        second, averaged over the windows that cover the second (windows.py), and ``(second,
+        second_result)`` as soon as no later window covers it. Memory holds one chunk and the
+        seconds still open, whatever ``length``."""
+        all_starts = self.reference_starts(length)
+        merged, state, index, done = RunningMean(), {}, 0, 0
+        for chunk in chunks:
+            starts = [int(s) for s in chunk["starts"]]
+            if starts != all_starts[index : index + len(starts)]:
+                raise RuntimeError(f"feature chunk {index} does not fit the windows of a "
+                                   f"{length}-second reference")
+            index += len(starts)
+            for t, value in self.chunk_values(chunk, query, input_size, state):
+                merged.add(t, value)
+            done = all_starts[index] if index < len(all_starts) else length
+            for t, value in merged.pop_before(done):
+                yield t, self.second_result(t, value, state, input_size=input_size,
+                                            file_size=file_size)
+        if done != length:
+            raise RuntimeError(f"features cover {done} of {length} seconds")
+
+    @torch.no_grad()
+    def inference_one(self, pair: Dict[str, Any]) -> Dict[str, Any]:
+        """One pair's outputs: :meth:`relocalize_windows` over its in-memory reference."""
+        reference = pair["reference"]
+        size = tuple(reference.shape[2:4])
+        file_size = (pair.get("height", size[0]), pair.get("width", size[1]))
+        chunks = self.feature_chunks(self.window_batches(reference))
+        results = self.relocalize_windows(self.query_descriptor(pair), chunks, reference.shape[0],
+                                          input_size=size, file_size=file_size)
+        return self.outputs([r for _, r in results], pair["reference_seconds"])
 
     # ------------------------------------------------------------------ outputs
     def temporal_outputs(

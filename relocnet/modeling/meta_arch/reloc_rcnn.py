@@ -15,18 +15,12 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import (
-    META_ARCH_REGISTRY,
-    build_backbone,
-    build_proposal_generator,
-    build_roi_heads,
-)
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_proposal_generator
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
 from ..heads import RelocROIHeads
-from ..windows import average_by_second
 from .common import RelocMetaArchBase, WindowFeatures
 
 __all__ = ["RelocRCNN"]
@@ -48,20 +42,17 @@ def _targets(pair: Dict[str, Any], key: str, start: int, n: int, device) -> List
 class RelocRCNN(RelocMetaArchBase):
     """Siamese backbone, RPN on reference keyframes, correlation ROI heads."""
 
+    task = "spatio_temporal"
+
     @configurable
     def __init__(self, *, proposal_generator: nn.Module, roi_heads: RelocROIHeads, **kwargs):
         """
         Args:
             proposal_generator: detectron2's RPN over the backbone's "res4".
-            roi_heads: the sampling, head, losses and post-processing (heads/correlation_head.py).
+            roi_heads: the sampling, head, losses and post-processing (heads/roi_heads.py).
             kwargs: see :class:`RelocMetaArchBase`.
         """
         super().__init__(**kwargs)
-        if not isinstance(roi_heads, RelocROIHeads):
-            raise ValueError(
-                f"RelocRCNN needs MODEL.ROI_HEADS.NAME = 'RelocROIHeads' (or a subclass); got "
-                f"{type(roi_heads).__name__}"
-            )
         self.proposal_generator = proposal_generator
         self.roi_heads = roi_heads
 
@@ -73,7 +64,7 @@ class RelocRCNN(RelocMetaArchBase):
         backbone = build_backbone(cfg)
         ret = cls.base_config(cfg, backbone)
         ret["proposal_generator"] = build_proposal_generator(cfg, backbone.output_shape())
-        ret["roi_heads"] = build_roi_heads(cfg, backbone.output_shape())
+        ret["roi_heads"] = RelocROIHeads(cfg, backbone.output_shape()["features"].channels)
         return ret
 
     def _rpn(self, feats: Dict[str, torch.Tensor], gt: Optional[List[Instances]] = None):
@@ -108,7 +99,7 @@ class RelocRCNN(RelocMetaArchBase):
             return [self.inference_one(x) for x in batched_inputs]
         queries = self.query_rois(batched_inputs, full_frame=False)
         refs = [x["reference"] for x in batched_inputs]
-        logits, deltas, sampled, rpn_losses, aux_extra = [], [], [], [], []
+        logits, deltas, sampled, rpn_losses = [], [], [], []
         for batch in self.iter_windows(refs, self.reference_seconds):
             feats = self._cat_windows(batch)
             rpn_gt, targets, pair_index = [], [], []
@@ -120,10 +111,6 @@ class RelocRCNN(RelocMetaArchBase):
                 pair_index += [i] * n
             proposals, losses = self._rpn(feats, rpn_gt)
             rpn_losses.append(losses)
-            if self.aux_classifier is not None:  # matching reference actors show the action
-                gt_rois = self.pooler([feats["features"]], [t.gt_boxes for t in targets])
-                chunks = gt_rois.split([len(t) for t in targets])
-                aux_extra += [(i, c) for i, c in zip(pair_index, chunks) if len(c)]
             props = self.roi_heads.label_and_sample_proposals(proposals, targets)
             rois = self.pooler([feats["features"]], [p.proposal_boxes for p in props])
             lg, dl = self._head_per_pair(rois, [len(p) for p in props], pair_index, queries)
@@ -132,77 +119,77 @@ class RelocRCNN(RelocMetaArchBase):
             sampled += props
         losses = {k: sum(d[k] for d in rpn_losses) / len(rpn_losses) for k in rpn_losses[0]}
         losses.update(self.roi_heads.losses(torch.cat(logits), torch.cat(deltas), sampled))
-        if self.aux_classifier is not None:
-            losses["loss_aux_class"] = self.aux_loss(batched_inputs, queries, self.roi_heads.head,
-                                                     aux_extra)
+        losses.update(self.roi_heads.head.extra_losses(batched_inputs, queries))
         return losses
 
-    @torch.no_grad()
-    def inference_one(self, pair: Dict[str, Any]) -> Dict[str, Any]:
-        """Detections of every reference second (file pixels), per-second scores, segments."""
-        query = self.query_descriptor(pair)
-        tr = pair["reference"].shape[0]
-        proposals: List[Optional[Boxes]] = [None] * tr
-        items = []
-        for batch in self.iter_windows([pair["reference"]], self.reference_seconds):
-            feats = self._cat_windows(batch)
-            abs_seconds = [s + t for _, s, f in batch for t in range(f["features"].shape[0])]
-            new = [k for k, t in enumerate(abs_seconds) if proposals[t] is None]
-            new = [k for k in new if abs_seconds.index(abs_seconds[k]) == k]  # first copy only
-            if new:
-                found = self.propose({k: v[new] for k, v in feats.items()})
-                for k, p in zip(new, found):
-                    proposals[abs_seconds[k]] = p
-            boxes = [proposals[t] for t in abs_seconds]
-            items.extend(zip(abs_seconds, self.match_regions(feats["features"], boxes, query)))
-        return self._detections(pair, proposals, average_by_second(items, tr))
+    # ------------------------------------------------------------------ windowed inference
+    def window_chunk(self, starts, windows, covered):
+        """The backbone's features and, for the seconds first seen in this batch (from ``covered``
+        on), the RPN's proposals: proposals come from a keyframe's "res4" alone, so every window
+        of a second would give the same ones, and each second is proposed once."""
+        feats = self.window_features(windows)
+        cat = {k: torch.cat([f[k] for f in feats]) for k in feats[0]}
+        n = windows[0].shape[0]
+        abs_seconds = [s + t for s in starts for t in range(n)]
+        new = [k for k, t in enumerate(abs_seconds) if t >= covered and abs_seconds.index(t) == k]
+        found = self.propose({k: v[new] for k, v in cat.items()}) if new else []
+        boxes = [b.tensor for b in found]
+        return {"starts": torch.as_tensor(starts, dtype=torch.long),
+                "features": torch.stack([f["features"] for f in feats]),
+                "proposal_seconds": torch.as_tensor([abs_seconds[k] for k in new], dtype=torch.long),
+                "proposal_counts": torch.as_tensor([len(b) for b in boxes], dtype=torch.long),
+                "proposal_boxes": torch.cat(boxes) if boxes else torch.zeros((0, 4))}
 
-    def _detections(self, pair, proposals: List[Boxes], values: List[torch.Tensor]):
-        size = tuple(pair["reference"].shape[2:4])
-        height, width = pair.get("height", size[0]), pair.get("width", size[1])
-        seconds = torch.as_tensor(pair["reference_seconds"], dtype=torch.long)
-        per_second, second_scores = [], torch.zeros(len(values))
-        for t, (boxes, v) in enumerate(zip(proposals, values)):
-            inst = self.second_instances(
-                boxes, v, input_size=size, height=height, width=width, second=int(seconds[t])
-            )
-            per_second.append(inst)
+    def chunk_values(self, chunk, query, input_size, state):
+        """Per second of each window: (R, D, 5), the match probability and box deltas of each
+        of the second's proposals x query objects."""
+        proposals = state.setdefault("proposals", {})
+        boxes = chunk["proposal_boxes"].to(self.device)
+        for t, b in zip(chunk["proposal_seconds"].tolist(),
+                        boxes.split(chunk["proposal_counts"].tolist())):
+            proposals[t] = Boxes(b)
+        n = chunk["features"].shape[1]
+        seconds = [int(s) + t for s in chunk["starts"] for t in range(n)]
+        features = chunk["features"].to(self.device).flatten(0, 1)
+        values = self.match_regions(features, [proposals[t] for t in seconds], query)
+        return list(zip(seconds, values))
+
+    def second_result(self, second, value, state, *, input_size, file_size):
+        """The second's detections (threshold, NMS, top-k) in the video file's pixels."""
+        inst = self.roi_heads.inference(value[..., 0], value[..., 1:],
+                                        state["proposals"].pop(second), tuple(input_size))
+        return detector_postprocess(inst, *file_size).to("cpu")
+
+    def outputs(self, results: List[Instances], seconds):
+        """Detections of every reference second (with their absolute ``seconds``), per-second
+        scores (a second's best detection, 0 without one) and decoded segments."""
+        seconds = torch.as_tensor(seconds, dtype=torch.long)
+        second_scores = torch.zeros(len(results))
+        for t, inst in enumerate(results):
+            inst.seconds = torch.full((len(inst),), int(seconds[t]), dtype=torch.long)
             if len(inst):
-                second_scores[t] = inst.scores.max().cpu()
+                second_scores[t] = inst.scores.max()
         out = self.temporal_outputs(second_scores, seconds)
-        out["instances"] = Instances.cat(per_second).to("cpu")
+        out["instances"] = Instances.cat(results)
         return out
 
-    # ------------------------------------------------------------------ steps of inference_one,
-    # public for streamed inference over long videos (relocnet/engine/inference.py)
     def query_descriptor(self, pair: Dict[str, Any]) -> torch.Tensor:
         """The pooled query-box features (D, C, S, S) of one pair."""
         return self.query_rois([pair], full_frame=False)[0]
 
     def propose(self, feats: Dict[str, torch.Tensor]) -> List[Boxes]:
-        """RPN proposal boxes (input pixels) of each second of ``feats`` (window_features keys)."""
+        """Eq. 12: RPN proposal boxes (input pixels) of each second of ``feats``
+        (window_features keys), from its keyframe's "res4"."""
         found, _ = self._rpn(feats)
         return [p.proposal_boxes for p in found]
 
     def match_regions(
         self, features: torch.Tensor, boxes: List[Boxes], query: torch.Tensor
     ) -> List[torch.Tensor]:
-        """Per second of ``features`` (T, C, h, w) with its proposal ``boxes``: (R, D, 5) =
-        match probability and the 4 box deltas of each proposal x query object."""
+        """Eq. 13 (ROIAlign at the proposals), then the head. Per second of ``features`` (T, C,
+        h, w) with its proposal ``boxes``: (R, D, 5) = match probability and the 4 box deltas of
+        each proposal x query object."""
         rois = self.pooler([features], boxes)
         logits, deltas = self.roi_heads(rois, query)
         values = torch.cat([logits.sigmoid()[..., None], deltas], dim=2)  # (R, D, 5)
         return list(values.split([len(b) for b in boxes]))
-
-    def second_instances(
-        self, boxes: Boxes, values: torch.Tensor, *, input_size, height: int, width: int,
-        second: int,
-    ) -> Instances:
-        """Post-processed detections of one second (match_regions values, averaged over windows),
-        rescaled from the input size to the (height, width) of the video file."""
-        inst = self.roi_heads.inference(values[..., 0], values[..., 1:], boxes, tuple(input_size))
-        inst = detector_postprocess(inst, height, width)
-        inst.seconds = torch.full(
-            (len(inst),), second, dtype=torch.long, device=inst.scores.device
-        )
-        return inst

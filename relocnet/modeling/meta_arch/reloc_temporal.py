@@ -4,9 +4,7 @@ Each reference second's full-frame features (ROIAlign of the whole frame to S x 
 with the pooled full-frame query features (P = D = 1), scored by the correlation head without box
 regression, and trained with a BCE per reference second against ``"match"``.
 
-With MODEL.RELOC.AUX_LOSS_WEIGHT > 0 the query seconds are also classified among the training
-classes (``"loss_aux_class"``, see common.py), and with MODEL.RELOC.AUX_REFERENCE so are the full
-frames of the matching reference seconds, where the actor is smaller and among distractors.
+The head may add losses of its own (the SimilarityHead's ``"loss_aux_class"``).
 """
 from typing import Any, Dict, List, Sequence
 
@@ -15,10 +13,8 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import Boxes
-from torch import nn
 
-from ..heads import build_reloc_head
-from ..windows import average_by_second
+from ..heads import RelocHead, build_reloc_head
 from .common import RelocMetaArchBase
 
 __all__ = ["RelocTemporal"]
@@ -39,13 +35,13 @@ def _crop(frames: torch.Tensor, box: Sequence[float]) -> torch.Tensor:
 class RelocTemporal(RelocMetaArchBase):
     """Siamese backbone, full-frame matching per second, a match score per reference second."""
 
+    task = "temporal"
+
     @configurable
-    def __init__(self, *, head: nn.Module, aux_reference: bool = False,
-                 query_crops: Sequence[Sequence[float]] = (), **kwargs):
+    def __init__(self, *, head: RelocHead, query_crops: Sequence[Sequence[float]] = (), **kwargs):
         """
         Args:
             head: a head of RELOC_HEAD_REGISTRY (MODEL.RELOC.HEAD.NAME) without box regression.
-            aux_reference: also classify matching reference seconds (needs the aux classifier).
             query_crops: relative boxes (x0, y0, x1, y1) of the query frame; at inference each is
                 cut out, resized to the input size and matched as well as the full frame, and a
                 query second scores its best view (a copy shown small, e.g. picture in picture,
@@ -54,7 +50,6 @@ class RelocTemporal(RelocMetaArchBase):
         """
         super().__init__(**kwargs)
         self.head = head
-        self.aux_reference = aux_reference
         self.query_crops = [tuple(float(v) for v in box) for box in query_crops]
         for box in self.query_crops:
             if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
@@ -67,7 +62,6 @@ class RelocTemporal(RelocMetaArchBase):
         ret = cls.base_config(cfg, backbone)
         channels = backbone.output_shape()["features"].channels
         ret["head"] = build_reloc_head(cfg, channels, box_reg=False)
-        ret["aux_reference"] = cfg.MODEL.RELOC.AUX_REFERENCE
         ret["query_crops"] = [list(b) for b in cfg.MODEL.RELOC.QUERY_CROPS]
         return ret
 
@@ -77,26 +71,21 @@ class RelocTemporal(RelocMetaArchBase):
         box = torch.tensor([[0.0, 0.0, float(w), float(h)]], device=features.device)
         return self.pooler([features], [Boxes(box)] * features.shape[0])
 
-    def _window_logits(self, batch, queries: List[torch.Tensor], pairs):
-        """Match logits (n, D) of every window of a backbone batch (one head call per pair; D
-        query objects: 1, or the query's seconds), and the (pair index, full-frame ROIs of its
-        windows) they were computed from."""
+    def _window_logits(self, batch, queries: List[torch.Tensor], pairs) -> List[torch.Tensor]:
+        """Match logits (n, D) of every window of a training backbone batch, one head call per
+        pair."""
         out: List[torch.Tensor] = []
-        rois = []
         for i in sorted({i for i, _, _ in batch}):
             windows = [f["features"] for j, _, f in batch if j == i]
-            size = tuple(pairs[i]["reference"].shape[2:4])
-            rois.append((i, self.frame_rois(torch.cat(windows), size)))
-            out.extend(self._score_rois(rois[-1][1], queries[i], [f.shape[0] for f in windows]))
-        return out, rois
+            out.extend(self.window_logits(windows, tuple(pairs[i]["reference"].shape[2:4]),
+                                          queries[i]))
+        return out
 
     def _score_rois(self, rois: torch.Tensor, query: torch.Tensor, sizes) -> List[torch.Tensor]:
         logits, _ = self.head(rois, query)  # (n, D * views): D = 1, or query seconds
         views = 1 + len(self.query_crops) if not self.training else 1
         return list(logits.view(len(rois), -1, views).amax(dim=2).split(sizes))
 
-    # ------------------------------------------------------------------ steps of inference_one,
-    # public for streamed inference over long videos (relocnet/engine/inference.py)
     def query_descriptor(self, pair: Dict[str, Any]) -> torch.Tensor:
         """The full-frame query features of one pair: (1, C, S, S) pooled over seconds, or
         (V, C, S, S), one per valid second, with QUERY_POOLING "seconds"; with QUERY_CROPS (at
@@ -123,38 +112,32 @@ class RelocTemporal(RelocMetaArchBase):
         if not self.training:
             return [self.inference_one(x) for x in batched_inputs]
         queries = self.query_rois(batched_inputs, full_frame=True)
-        logits, labels, rois = [], [], []
+        logits, labels = [], []
         refs = [x["reference"] for x in batched_inputs]
         for batch in self.iter_windows(refs, self.reference_seconds):
-            batch_logits, batch_rois = self._window_logits(batch, queries, batched_inputs)
-            logits.extend(lg.amax(dim=1) for lg in batch_logits)
-            rois.extend(batch_rois)
+            logits.extend(lg.amax(dim=1) for lg in self._window_logits(batch, queries,
+                                                                        batched_inputs))
             for i, s, feats in batch:
                 n = feats["features"].shape[0]
                 x = batched_inputs[i]
                 labels.append(self.require(x, "match", x["reference"].shape[0])[s : s + n])
         labels = torch.cat(labels).to(device=self.device, dtype=torch.float32)
         loss = F.binary_cross_entropy_with_logits(torch.cat(logits), labels, reduction="mean")
-        if self.aux_classifier is None:
-            return {"loss_cls": loss}
-        # the matching reference seconds show the query's action (rois and labels share the
-        # order: pair by pair, window by window)
-        extra = []
-        if self.aux_reference:
-            matches = labels.split([len(r) for _, r in rois])
-            extra = [(i, r[m > 0.5]) for (i, r), m in zip(rois, matches) if bool((m > 0.5).any())]
-        return {"loss_cls": loss,
-                "loss_aux_class": self.aux_loss(batched_inputs, queries, self.head, extra)}
+        return {"loss_cls": loss, **self.head.extra_losses(batched_inputs, queries)}
 
-    @torch.no_grad()
-    def inference_one(self, pair: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-        """Scores of every reference second (and of each of its pairs with a query second),
-        merged over windows, and decoded segments."""
-        query = [self.query_descriptor(pair)]
-        items = []
-        for batch in self.iter_windows([pair["reference"]], self.reference_seconds):
-            for (_, s, _), logits in zip(batch, self._window_logits(batch, query, [pair])[0]):
-                items.extend((s + t, p) for t, p in enumerate(logits.sigmoid()))
-        pair_scores = torch.stack(average_by_second(items, pair["reference"].shape[0]))
-        return self.temporal_outputs(pair_scores.amax(dim=1), pair["reference_seconds"],
-                                     pair_scores)
+    # ------------------------------------------------------------------ windowed inference
+    def chunk_values(self, chunk, query, input_size, state):
+        """Per second of each window: the match probabilities (D,) against the query objects."""
+        features = [f.to(self.device) for f in chunk["features"]]
+        logits = self.window_logits(features, input_size, query)
+        return [(int(s) + t, p) for s, lg in zip(chunk["starts"], logits)
+                for t, p in enumerate(lg.sigmoid())]
+
+    def second_result(self, second, value, state, *, input_size, file_size):
+        return value.cpu()
+
+    def outputs(self, results, seconds):
+        """Scores of every reference second (its best query object) and of each of its pairs
+        with a query second, and decoded segments."""
+        pair_scores = torch.stack(results)
+        return self.temporal_outputs(pair_scores.amax(dim=1), seconds, pair_scores)
