@@ -4,6 +4,12 @@
     python tools/train_cached.py --videos DIR_OR_FILE [...] [--config-file C] \\
         [--queries-per-video 12] [--iterations 600] [--output output/EffL0_cached]
     python tools/train_cached.py --pairs PAIR_FILE [...] --config-file C ...   # labelled pairs
+        [--evaluate TEST_PAIR_FILE ...] [--cache-dir output/feature_sets] [--weights W]
+
+``--evaluate`` scores the trained model on temporal pair files from the same cached features
+(``predict_cached``: the streamed relocalization's per-second scores, tests/test_pose.py) and
+writes their predictions and metrics; ``--iterations 0 --weights W`` evaluates ``W`` only.
+``--cache-dir`` keeps each feature set on disk, keyed by the config and the pair files.
 
 Every second of every video and of its augmented query spans goes through the frozen backbone
 once (relocnet/engine/cached_training.py); the head then trains on those features. Writes
@@ -13,6 +19,7 @@ zoo when the model is built) and ``metrics.json``. Calibrate its match threshold
 """
 import argparse
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -22,11 +29,15 @@ import time
 import torch
 
 from relocnet.data.datasets import VIDEO_EXTENSIONS
-from relocnet.engine.cached_training import build_feature_set, build_pair_feature_set, train_head
+from relocnet.data.pairs import load_pairs
+from relocnet.engine.cached_training import (build_feature_set, build_pair_feature_set,
+                                             predict_cached, train_head)
+from relocnet.evaluation.metrics import temporal_metrics
+from relocnet.evaluation.predictions import entries_from_output, write_predictions
 from relocnet.engine.inference import load_model
 from relocnet.modeling.weights import save_trained_weights
 from relocnet.engine.setup import setup_cfg
-from relocnet.utils.fileio import write_json_atomic
+from relocnet.utils.fileio import atomic_path, write_json_atomic
 from relocnet.model_zoo import default_model
 
 
@@ -40,6 +51,35 @@ def _videos(items):
             out.append(item)
         else:
             raise SystemExit(f"train_cached: {item}: no such file or directory")
+    return out
+
+
+def _pair_features(model, cfg, files, cache_dir: str):
+    """build_pair_feature_set, kept under ``cache_dir`` keyed by the config and the files."""
+    v = cfg.INPUT.VIDEO
+    r = cfg.MODEL.RELOC  # what the features depend on (not the head, decoder or solver)
+    parts = [r.SPATIAL_NAME, r.SPATIAL_WEIGHTS, r.POSE, r.MICRO, r.MACRO, r.FEATURES,
+             r.EFFICIENTNET, r.MIRROR_AVERAGE, r.POOLER_RESOLUTION, cfg.MODEL.PIXEL_MEAN,
+             cfg.MODEL.PIXEL_STD, cfg.INPUT.VIDEO] + [os.path.abspath(f) for f in files]
+    key = hashlib.sha256(repr(parts).encode())
+    path = os.path.join(cache_dir, key.hexdigest()[:20] + ".pt") if cache_dir else ""
+    if path and os.path.isfile(path):
+        return torch.load(path, weights_only=False)
+    data = build_pair_feature_set(model, files, fps=v.FPS, size=(v.HEIGHT, v.WIDTH))
+    if path:
+        with atomic_path(path) as tmp:
+            torch.save(data, tmp)
+    return data
+
+
+def _evaluate(model, cfg, files, cache_dir: str, output: str) -> dict:
+    out = {}
+    for f in files:
+        outputs = predict_cached(model, _pair_features(model, cfg, [f], cache_dir))
+        preds = {k: entries_from_output(o, "temporal") for k, o in outputs.items()}
+        name = os.path.splitext(os.path.basename(f))[0]
+        write_predictions(os.path.join(output, f"predictions_{name}.json"), "temporal", preds)
+        out[f] = temporal_metrics(load_pairs(f)["pairs"], preds)
     return out
 
 
@@ -58,16 +98,19 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", default="output/EffL0_cached")
+    ap.add_argument("--weights", default="", help="start from these trained weights")
+    ap.add_argument("--evaluate", nargs="*", default=[], help="temporal pair files to score")
+    ap.add_argument("--cache-dir", default="", help="keep labelled-pair feature sets here")
     args, opts = ap.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(args.seed)
     config_file = args.config_file or default_model("temporal")["config_file"]
     cfg = setup_cfg(argparse.Namespace(config_file=config_file, opts=opts), log=False)
-    model = load_model(cfg, "")
+    model = load_model(cfg, args.weights)
     v = cfg.INPUT.VIDEO
     t0 = time.perf_counter()
     if args.pairs:
-        data = build_pair_feature_set(model, args.pairs, fps=v.FPS, size=(v.HEIGHT, v.WIDTH))
+        data = _pair_features(model, cfg, args.pairs, args.cache_dir)
     else:
         data = build_feature_set(model, _videos(args.videos), fps=v.FPS, size=(v.HEIGHT, v.WIDTH),
                                  queries_per_video=args.queries_per_video, seed=args.seed)
@@ -81,6 +124,7 @@ def main(argv=None) -> int:
                "seconds": sum(len(f) for f in data.videos), "feature_seconds": round(t1 - t0, 1),
                "train_seconds": round(t2 - t1, 1), **losses, "config": config_file,
                "scale": float(model.head.scale), "offset": float(model.head.offset)}
+    metrics["evaluation"] = _evaluate(model, cfg, args.evaluate, args.cache_dir, args.output)
     write_json_atomic(os.path.join(args.output, "metrics.json"), metrics, indent=1)
     print(json.dumps(metrics))
     return 0

@@ -156,6 +156,8 @@ def train_head(head, data: FeatureSet, *, iterations: int, batch_size: int, lr: 
         if (it + 1) % log_every == 0:
             logger.info("iter %d: loss %.4f", it + 1, np.mean(history[-log_every:]))
     head.eval()
+    if not history:
+        return {}
     n = min(log_every, len(history))
     return {"loss_first": float(np.mean(history[:n])), "loss_last": float(np.mean(history[-n:]))}
 

@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Train the pose head of the SynthReloc models on rendered training frames.
+
+    python tools/train_pose.py [--tiers easy standard hard] [--preset small] [--per-second 2] \\
+        [--iterations 2000] [--output output/pose_head]
+
+Frames of the *training* split's plans of each tier (their classes only; nothing is read from
+disk) are rendered with every actor's box and joint angles (relocnet/engine/pose_training.py);
+the frozen EfficientNet-Lite0 runs once per frame and the head trains on the cache. Also scores
+the head on frames of the validation split (held-out classes). Writes ``pose_head.pth`` (load it
+with MODEL.RELOC.POSE.WEIGHTS) and ``metrics.json``.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+import torch
+
+from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_split
+from relocnet.engine.pose_training import (evaluate_pose_head, render_pose_samples,
+                                           train_pose_head, trunk_features)
+from relocnet.modeling.backbone.efficientnet import EfficientNetLiteBackbone
+from relocnet.modeling.backbone.pose import PoseHead
+from relocnet.utils.fileio import atomic_path, write_json_atomic
+
+SIZE = (128, 160)  # the SynthReloc configs' INPUT.VIDEO.HEIGHT / WIDTH
+MEAN = STD = [127.5] * 3  # EfficientNet-Lite inputs in [-1, 1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiers", nargs="+", default=["easy", "standard", "hard"], choices=sorted(TIERS))
+    ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    ap.add_argument("--per-second", type=int, default=2, help="frames rendered per second of video")
+    ap.add_argument("--iterations", type=int, default=2000)
+    ap.add_argument("--channels", type=int, default=96, help="MODEL.RELOC.POSE.CHANNELS")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output", default="output/pose_head")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    t0 = time.perf_counter()
+    train, val = [], []
+    for tier in args.tiers:
+        train += plan_split(args.seed, "train", PRESETS[args.preset], tier)[0]
+        val += plan_split(args.seed, "val", PRESETS[args.preset], tier)[0][:20]
+    samples = render_pose_samples(train, SIZE, args.per_second, seed=args.seed)
+    held_out = render_pose_samples(val, SIZE, 1, seed=args.seed + 1)
+    trunk = EfficientNetLiteBackbone(weights="model_zoo:efficientnet_lite0", mirror_average=False)
+    feats = trunk_features(trunk, samples.frames, MEAN, STD)
+    val_feats = trunk_features(trunk, held_out.frames, MEAN, STD)
+    t1 = time.perf_counter()
+    head = PoseHead(feats.shape[1], args.channels)
+    losses = train_pose_head(head, feats, samples, iterations=args.iterations, batch_size=32)
+    t2 = time.perf_counter()
+    path = os.path.join(args.output, "pose_head.pth")
+    with atomic_path(path) as tmp:
+        torch.save(head.state_dict(), tmp)
+    metrics = {"frames": len(samples.frames), "tiers": args.tiers, "preset": args.preset,
+               "render_and_feature_seconds": round(t1 - t0, 1), "train_seconds": round(t2 - t1, 1),
+               **losses, "val": evaluate_pose_head(head, val_feats, held_out)}
+    write_json_atomic(os.path.join(args.output, "metrics.json"), metrics, indent=1)
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
