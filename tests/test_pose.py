@@ -149,5 +149,5 @@ def test_train_cached_on_labelled_pairs_writes_weights_and_scores(tmp_path):
     assert metrics["queries"] == len(json.load(open(pairs))["pairs"])
     scored = metrics["evaluation"][pairs]
     assert scored["num_pairs"] == metrics["queries"] and 0.0 <= scored["mean tIoU"] <= 100.0
-    assert (out / "model_final.pth").is_file() and (out / "predictions_temporal_test.json").is_file()
+    assert (out / "model_final.pth").is_file() and (out / "predictions_synthreloc_tiny_temporal_test.json").is_file()
     assert len(list((tmp_path / "fs").glob("*.pt"))) == 1  # one feature set: train == evaluate

@@ -77,7 +77,8 @@ def _evaluate(model, cfg, files, cache_dir: str, output: str) -> dict:
     for f in files:
         outputs = predict_cached(model, _pair_features(model, cfg, [f], cache_dir))
         preds = {k: entries_from_output(o, "temporal") for k, o in outputs.items()}
-        name = os.path.splitext(os.path.basename(f))[0]
+        folder = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(f))))
+        name = f"{folder}_{os.path.splitext(os.path.basename(f))[0]}"  # <dataset>_<pair file>
         write_predictions(os.path.join(output, f"predictions_{name}.json"), "temporal", preds)
         out[f] = temporal_metrics(load_pairs(f)["pairs"], preds)
     return out

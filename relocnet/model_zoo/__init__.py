@@ -28,6 +28,11 @@ MODELS: Dict[str, Dict[str, str]] = {
         "config": "synthreloc/relocnet_R18-L3D_cpu_synthreloc_st.yaml",
         "weights": "relocnet_R18-L3D_cpu_synthreloc_st.pth",
     },
+    # actions by other actors (SynthReloc): pose maps + chamfer; `--config-file` / `--weights`
+    "synthreloc_temporal": {
+        "config": "synthreloc/relocnet_pose_cpu_temporal.yaml",
+        "weights": "relocnet_pose_cpu_temporal.pth",
+    },
 }
 
 
