@@ -151,3 +151,23 @@ def test_train_cached_on_labelled_pairs_writes_weights_and_scores(tmp_path):
     assert scored["num_pairs"] == metrics["queries"] and 0.0 <= scored["mean tIoU"] <= 100.0
     assert (out / "model_final.pth").is_file() and (out / "predictions_synthreloc_tiny_temporal_test.json").is_file()
     assert len(list((tmp_path / "fs").glob("*.pt"))) == 1  # one feature set: train == evaluate
+
+
+def test_concat_head_scores_every_pair_and_learns_a_match():
+    """V_concat: a (P, D) logit per pair, trainable to tell a matching pose map from another."""
+    from relocnet.modeling.heads.concat_head import ConcatHead
+
+    torch.manual_seed(0)
+    head = ConcatHead(in_channels=POSE_CHANNELS + 1, channels=16)
+    same, other = _map_of(0.3).expand(1, -1, 2, 2), _map_of(2.8).expand(1, -1, 2, 2)
+    logits, deltas = head(torch.cat([same, other, same]), torch.cat([same, other]))
+    assert logits.shape == (3, 2) and deltas is None
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            head(torch.cat([same, other, same]), torch.cat([same, other]))[0], labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1

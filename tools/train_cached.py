@@ -123,8 +123,10 @@ def main(argv=None) -> int:
     save_trained_weights(model, os.path.join(args.output, "model_final.pth"))
     metrics = {"videos": len(data.videos), "queries": len(data.queries),
                "seconds": sum(len(f) for f in data.videos), "feature_seconds": round(t1 - t0, 1),
-               "train_seconds": round(t2 - t1, 1), **losses, "config": config_file,
-               "scale": float(model.head.scale), "offset": float(model.head.offset)}
+               "train_seconds": round(t2 - t1, 1), **losses, "config": config_file}
+    for name in ("scale", "offset"):  # ChamferHead's probability calibration
+        if hasattr(model.head, name):
+            metrics[name] = float(getattr(model.head, name))
     metrics["evaluation"] = _evaluate(model, cfg, args.evaluate, args.cache_dir, args.output)
     write_json_atomic(os.path.join(args.output, "metrics.json"), metrics, indent=1)
     print(json.dumps(metrics))

@@ -1,9 +1,10 @@
 """Heads over matched query/reference regions (paper §3.3-3.4), chosen by MODEL.RELOC.HEAD.NAME."""
 from .chamfer_head import ChamferHead
+from .concat_head import ConcatHead
 from .correlation_head import CorrelationHead, RegionMatcher
 from .registry import RELOC_HEAD_REGISTRY, RelocHead, build_reloc_head
 from .roi_heads import RelocROIHeads
 from .similarity_head import SimilarityHead
 
-__all__ = ["ChamferHead", "CorrelationHead", "RegionMatcher", "RelocROIHeads", "SimilarityHead",
+__all__ = ["ChamferHead", "ConcatHead", "CorrelationHead", "RegionMatcher", "RelocROIHeads", "SimilarityHead",
            "RELOC_HEAD_REGISTRY", "RelocHead", "build_reloc_head"]
