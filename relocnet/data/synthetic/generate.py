@@ -149,7 +149,10 @@ def generate(output: str, seed: int, preset: str = "small", workers: int = 2, ov
         log(f"SynthReloc: rendering {len(jobs)} videos "
             f"({sum(v.length for v in plans.values())} s) with {workers} worker(s)")
         if workers > 1:
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            # fresh workers, not forks: a fork of a process whose OpenCV thread pool has run
+            # (any cv2.resize before, e.g. in a test or a notebook) can deadlock in the child
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() \
+                else "spawn"
             with multiprocessing.get_context(method).Pool(workers, initializer=_init_worker) as pool:
                 for k, (name, m) in enumerate(pool.imap_unordered(render_one, jobs)):
                     measures[name] = m
