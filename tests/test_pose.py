@@ -13,8 +13,7 @@ from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, pose_vector, render_pose_samples,
                                            train_pose_head, trunk_features)
 from relocnet.evaluation.learnability import pool_seconds, probe_accuracy, render_subclips
-from relocnet.modeling.backbone.pose import (POSE_CHANNELS, PoseHead, joint_turns, pose_map,
-                                             pose_targets_loss)
+from relocnet.modeling.backbone.pose import POSE_CHANNELS, PoseHead, joint_turns, pose_map
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "synthreloc_tiny")
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "synthreloc",

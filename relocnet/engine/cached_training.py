@@ -102,7 +102,7 @@ def build_pair_feature_set(model, pair_files: Sequence[str], *, fps: int, size) 
     for pair_file in pair_files:
         for p in load_pairs(pair_file)["pairs"]:
             ref = resolve_video(pair_file, p["reference"]["video"])
-            rois = _video_rois(model, ref, fps, size, cache)
+            _video_rois(model, ref, fps, size, cache)  # the whole video: segments are absolute
             index.setdefault(ref, len(index))
             q = p["query"]
             qrois = _video_rois(model, resolve_video(pair_file, q["video"]), fps, size, cache)
