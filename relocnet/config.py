@@ -78,7 +78,7 @@ def _add_backbone_config(_C: CN) -> None:
     # training frames (tools/train_pose.py); path or model_zoo:NAME of its weights
     _C.MODEL.RELOC.POSE = CN()
     _C.MODEL.RELOC.POSE.WEIGHTS = ""
-    _C.MODEL.RELOC.POSE.CHANNELS = 96
+    _C.MODEL.RELOC.POSE.CHANNELS = 192
     _C.MODEL.RELOC.POSE.FROZEN = True
 
 

@@ -90,3 +90,36 @@ def test_alignment_decoder_needs_per_query_second_scores():
 
     with pytest.raises(ValueError, match="alignment"):
         decode_segments(torch.rand(5), torch.arange(5), name="alignment", threshold=0.5, top_k=1)
+
+
+def test_max_sum_finds_the_length_and_bridges_a_dip():
+    scores = torch.tensor([0.1, 0.9, 0.9, 0.6, 0.9, 0.1, 0.1, 0.8, 0.1, 0.1, 0.1])
+    # level: median 0.1 + 0.7 * (0.9 - 0.1) = 0.66
+    segs, vals = decode_segments(scores, torch.arange(11), name="max_sum", threshold=0.7, top_k=2)
+    # 0.24 + 0.24 - 0.06 + 0.24: the dip at second 3 does not cut the run; then the 0.8 second
+    assert segs.tolist() == [[1.0, 5.0], [7.0, 8.0]]
+    assert vals.tolist() == pytest.approx([0.66, 0.14])
+    runs, _ = decode_segments(scores, torch.arange(11), name="runs", threshold=0.66, top_k=1)
+    assert runs.tolist() == [[1.0, 3.0]]  # the runs rule stops at the dip
+
+
+def test_max_sum_level_is_relative_to_the_reference():
+    """The same shape of scores, shifted up (a query that looks like everything) or squeezed,
+    decodes to the same segment; an absolute threshold would take the whole reference."""
+    base = torch.tensor([0.1, 0.2, 0.1, 0.8, 0.9, 0.7, 0.2, 0.1])
+    for scores in (base, 0.5 + 0.5 * base, 0.1 * base):
+        segs, _ = decode_segments(scores, torch.arange(8), name="max_sum", threshold=0.2,
+                                  top_k=1)
+        assert segs.tolist() == [[3.0, 6.0]]
+
+
+def test_max_sum_never_spans_a_skipped_second_and_falls_back_to_the_best_second():
+    scores = torch.tensor([0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1])  # level 0.5
+    segs, _ = decode_segments(scores, torch.tensor([0, 1, 5, 6, 7, 8, 9, 10, 11]), name="max_sum",
+                              threshold=0.5, top_k=2)
+    assert sorted(segs.tolist()) == [[0.0, 2.0], [5.0, 7.0]]
+    flat = torch.tensor([0.3, 0.3, 0.3])  # nothing above the level: the first best second
+    segs, vals = decode_segments(flat, torch.arange(3), name="max_sum", threshold=0.5, top_k=1)
+    assert segs.tolist() == [[0.0, 1.0]] and vals.tolist() == pytest.approx([0.0])
+    with pytest.raises(ValueError, match="TOP_K"):
+        decode_segments(scores, torch.arange(9), name="max_sum", threshold=0.5, top_k=0)

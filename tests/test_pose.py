@@ -68,7 +68,9 @@ def test_pose_head_learns_rendered_frames():
     torch.manual_seed(0)
     plans = plan_clips(0, ["squat", "hooray"], 2, 2)
     samples = render_pose_samples(plans, (64, 80), 2, seed=0)
-    assert samples.frames.shape == (16, 64, 80, 3) and samples.pose.shape == (16, POSE_CHANNELS, 4, 5)
+    # targets: the pose, then the pelvis offset
+    assert samples.frames.shape == (16, 64, 80, 3)
+    assert samples.pose.shape == (16, POSE_CHANNELS + 1, 4, 5)
     assert 0.05 < samples.actor.mean() < 0.9  # actor cells and background cells
     trunk = EfficientNetLiteBackbone(weights="model_zoo:efficientnet_lite0", mirror_average=False)
     feats = trunk_features(trunk, samples.frames, [127.5] * 3, [127.5] * 3)
@@ -170,3 +172,89 @@ def test_concat_head_scores_every_pair_and_learns_a_match():
         loss.backward()
         opt.step()
     assert loss.item() < 0.1
+
+
+def _pairs_of(plans, pair_plans):
+    """Pair-file entries for planned pairs (segments: the runs of the class in the reference)."""
+    from relocnet.data.synthetic.plan import class_runs
+
+    by_name = {p.name: p for p in plans}
+    return [{"pair_id": pp.pair_id, "label": pp.label,
+             "query": {"video": pp.query, "start": 0.0, "end": float(by_name[pp.query].length)},
+             "reference": {"video": pp.reference, "start": 0.0,
+                           "end": float(by_name[pp.reference].length)},
+             "segments": [[float(s), float(e)] for s, e in class_runs(by_name[pp.reference], pp.label)]}
+            for pp in pair_plans]
+
+
+def test_pose_track_head_on_true_poses_finds_the_action():
+    """The ceiling check of tools/pose_oracle.py: with the renderer's poses in place of the pose
+    head's, the pose-track model's head and decoder localize the easy tier's unseen classes."""
+    from relocnet.engine.inference import load_model
+    from relocnet.engine.setup import setup_cfg
+    from relocnet.evaluation.metrics import temporal_metrics
+    from relocnet.evaluation.pose_oracle import oracle_outputs
+    from relocnet.evaluation.predictions import entries_from_output
+
+    config = CONFIG.replace("relocnet_pose_cpu", "relocnet_posetrack_cpu")
+    cfg = setup_cfg(argparse.Namespace(config_file=config, opts=["MODEL.RELOC.POSE.WEIGHTS", ""]),
+                    log=False)
+    model = load_model(cfg, "")  # the untrained kernel
+    plans, pair_plans = plan_split(0, "test", PRESETS["small"], "easy")
+    pairs = _pairs_of(plans, pair_plans[:12])
+    outputs = oracle_outputs(model, {p.name.split("/")[-1]: p for p in plans}, pairs)
+    preds = {k: entries_from_output(o, "temporal") for k, o in outputs.items()}
+    assert temporal_metrics(pairs, preds)["R@1,tIoU>0.5"] >= 90.0
+    # the speed term tells side steps left from right: flip the query's direction and it fails
+    from relocnet.evaluation.pose_oracle import true_pose_track
+    side = next(p for p in pairs if p["label"].startswith("side_step"))
+    by_name = {p.name.split("/")[-1]: p for p in plans}
+    ref = true_pose_track(by_name[side["reference"]["video"].split("/")[-1]], 8)
+    q = true_pose_track(by_name[side["query"]["video"].split("/")[-1]], 8, (0,))
+    flipped = q.clone().view(q.shape[0], 8, -1, 1, 1)
+    flipped[:, :, -1] *= -1.0
+    s, e = (int(v) for v in side["segments"][0])
+    with torch.no_grad():
+        same = model.head.scores(ref, q)[s:e].amax(1).mean()
+        other = model.head.scores(ref, flipped.view_as(q))[s:e].amax(1).mean()
+    assert same > 0.8 > 0.3 > other
+
+
+def test_pose_kernel_head_ignores_where_the_actor_is_and_needs_the_track_features():
+    from relocnet.engine.setup import setup_cfg
+    from relocnet.evaluation.pose_oracle import true_pose_track
+    from relocnet.modeling.heads.pose_kernel_head import PoseKernelHead
+
+    plans, _ = plan_split(0, "test", PRESETS["tiny"], "easy")
+    track = true_pose_track(plans[0], 8)  # (T, 8 * 21, 1, 1): one location, the actor
+    here = torch.zeros(track.shape[0], track.shape[1], 2, 3)  # a 2 x 3 grid with no actor ...
+    there = here.clone()
+    here[:, :, 0, 1] = track[:, :, 0, 0]  # ... but at one location, here or there
+    there[:, :, 1, 2] = track[:, :, 0, 0]
+    head = PoseKernelHead(frames=8)
+    with torch.no_grad():
+        a, b = head.scores(here, track[:3]), head.scores(there, track[:3])
+        empty = head.scores(torch.zeros_like(here), track[:3])
+    assert torch.allclose(a, b) and float(a.max()) > 0.9 and float(empty.max()) == 0.0
+    config = CONFIG.replace("relocnet_pose_cpu", "relocnet_posetrack_cpu")
+    cfg = setup_cfg(argparse.Namespace(config_file=config, opts=["MODEL.RELOC.POSE.WEIGHTS", ""]),
+                    log=False)
+    with pytest.raises(ValueError, match="PoseTrack features alone"):
+        PoseKernelHead(cfg, in_channels=20 + 8 * 21)
+
+
+def test_pose_targets_follow_the_pelvis():
+    """At a location the actor covers one second apart, the offset target changes by how far the
+    actor walked (in body heights): positive towards image-right."""
+    from relocnet.data.synthetic.scene import FPS, SceneRenderer, Timeline
+    from relocnet.engine.pose_training import _targets
+
+    plan = plan_clips(0, ["walk_right"], 1, 3)[0]
+    r = SceneRenderer(plan)
+    (a0, p0), (a1, p1) = (_targets(r, r.render(i, measure=True)[1], i, (8, 10)) for i in (6, 6 + FPS))
+    both = (a0 > 0) & (a1 > 0)
+    assert both.sum() >= 3
+    moved = float((p1[POSE_CHANNELS] - p0[POSE_CHANNELS])[both].mean())
+    tl, actor = Timeline(plan.actors[0]), plan.actors[0]
+    walked = (tl.state((6 + FPS) / FPS)[1] - tl.state(6 / FPS)[1]) / actor.app.height
+    assert walked > 0.1 and moved == pytest.approx(walked, rel=0.25)

@@ -26,7 +26,7 @@ from relocnet.evaluation.learnability import pool_seconds, probe_accuracy, rende
 from relocnet.model_zoo import get_config_file
 from relocnet.utils.fileio import write_json_atomic
 
-DEFAULT_CONFIG = "synthreloc/relocnet_pose_cpu_temporal.yaml"
+DEFAULT_CONFIG = "synthreloc/relocnet_posetrack_cpu_temporal.yaml"
 
 
 def _scales(model) -> dict:

@@ -35,7 +35,7 @@ from relocnet.engine.cached_training import (build_feature_set, build_pair_featu
 from relocnet.evaluation.metrics import temporal_metrics
 from relocnet.evaluation.predictions import entries_from_output, write_predictions
 from relocnet.engine.inference import load_model
-from relocnet.modeling.weights import save_trained_weights
+from relocnet.modeling.weights import resolve_checkpoint, save_trained_weights
 from relocnet.engine.setup import setup_cfg
 from relocnet.utils.fileio import atomic_path, write_json_atomic
 from relocnet.model_zoo import default_model
@@ -61,6 +61,9 @@ def _pair_features(model, cfg, files, cache_dir: str):
     parts = [r.SPATIAL_NAME, r.SPATIAL_WEIGHTS, r.POSE, r.MICRO, r.MACRO, r.FEATURES,
              r.EFFICIENTNET, r.MIRROR_AVERAGE, r.POOLER_RESOLUTION, cfg.MODEL.PIXEL_MEAN,
              cfg.MODEL.PIXEL_STD, cfg.INPUT.VIDEO] + [os.path.abspath(f) for f in files]
+    if r.POSE.WEIGHTS:  # a pose head retrained in place makes other features
+        st = os.stat(resolve_checkpoint(r.POSE.WEIGHTS))
+        parts.append((st.st_size, st.st_mtime_ns))
     key = hashlib.sha256(repr(parts).encode())
     path = os.path.join(cache_dir, key.hexdigest()[:20] + ".pt") if cache_dir else ""
     if path and os.path.isfile(path):

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Train the pose head of the SynthReloc models on rendered training frames.
 
-    python tools/train_pose.py [--tiers easy standard hard] [--preset small] [--per-second 2] \\
-        [--iterations 2000] [--output output/pose_head]
+    python tools/train_pose.py [--tiers easy standard] [--preset small] [--per-second 4] \\
+        [--random-clips 400] [--channels 192] [--iterations 10000] [--output output/pose_head]
 
 Frames of the *training* split's plans of each tier (their classes only; nothing is read from
-disk) are rendered with every actor's box and joint angles (relocnet/engine/pose_training.py);
+disk) and of clips of one actor in random poses (``random_pose``: every joint drifts on its own,
+so the head meets the joints in combinations no training class has) are rendered with every
+actor's box, joint angles and pelvis position (relocnet/engine/pose_training.py);
 the frozen EfficientNet-Lite0 runs once per frame and the head trains on the cache. Also scores
 the head on frames of the validation split (held-out classes). Writes ``pose_head.pth`` (load it
 with MODEL.RELOC.POSE.WEIGHTS) and ``metrics.json``.
@@ -19,7 +21,8 @@ import time
 
 import torch
 
-from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_split
+from relocnet.data.synthetic.actions import RANDOM_POSE
+from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, render_pose_samples,
                                            train_pose_head, trunk_features)
 from relocnet.modeling.backbone.efficientnet import EfficientNetLiteBackbone
@@ -32,11 +35,13 @@ MEAN = STD = [127.5] * 3  # EfficientNet-Lite inputs in [-1, 1]
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiers", nargs="+", default=["easy", "standard", "hard"], choices=sorted(TIERS))
+    ap.add_argument("--tiers", nargs="+", default=["easy", "standard"], choices=sorted(TIERS))
     ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
-    ap.add_argument("--per-second", type=int, default=2, help="frames rendered per second of video")
-    ap.add_argument("--iterations", type=int, default=2000)
-    ap.add_argument("--channels", type=int, default=96, help="MODEL.RELOC.POSE.CHANNELS")
+    ap.add_argument("--per-second", type=int, default=4, help="frames rendered per second of video")
+    ap.add_argument("--random-clips", type=int, default=400,
+                    help="also this many 4-s clips of one actor in random poses (per actor size)")
+    ap.add_argument("--iterations", type=int, default=10000)
+    ap.add_argument("--channels", type=int, default=192, help="MODEL.RELOC.POSE.CHANNELS")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", default="output/pose_head")
     args = ap.parse_args(argv)
@@ -48,6 +53,8 @@ def main(argv=None) -> int:
     for tier in args.tiers:
         train += plan_split(args.seed, "train", PRESETS[args.preset], tier)[0]
         val += plan_split(args.seed, "val", PRESETS[args.preset], tier)[0][:20]
+    for k, tier in enumerate(("easy", "hard")):  # large and small actors
+        train += plan_clips(args.seed + k, [RANDOM_POSE], args.random_clips // 2, 4, tier)
     samples = render_pose_samples(train, SIZE, args.per_second, seed=args.seed)
     held_out = render_pose_samples(val, SIZE, 1, seed=args.seed + 1)
     trunk = EfficientNetLiteBackbone(weights="model_zoo:efficientnet_lite0", mirror_average=False)

@@ -7,7 +7,9 @@ random quality (the benchmark's videos are H.264). The frozen ImageNet trunk run
 (features cached in memory as float16); the head then trains for many epochs on the cache.
 
 Targets on the stride-16 grid: a cell is an actor cell when its centre lies in an actor's box
-(the front-most actor wins), and its pose target is that actor's pose vector (``pose_vector``).
+(the front-most actor wins), and its targets are that actor's pose vector (``pose_vector``) and
+the horizontal offset of its pelvis from the cell centre in body heights (both in frame pixels,
+through the camera of that frame).
 """
 import logging
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import torch
 
 from ..data.synthetic.actions import JOINTS, LIFT
 from ..data.synthetic.scene import FPS, FRAME_H, FRAME_W, SceneRenderer, VideoPlan
-from ..modeling.backbone.pose import POSE_CHANNELS, PoseHead, pose_targets_loss
+from ..modeling.backbone.pose import POSE_CHANNELS, PoseHead, pose_inputs, pose_targets_loss
 
 __all__ = ["PoseSamples", "pose_vector", "render_pose_samples", "trunk_features",
            "train_pose_head", "evaluate_pose_head"]
@@ -32,7 +34,7 @@ LIFT_SCALE = 5.0  # lift is in body heights (0-0.2): scaled to the range of sin 
 class PoseSamples:
     frames: np.ndarray  # (N, H, W, 3) uint8 model inputs
     actor: np.ndarray  # (N, h, w) float32 in {0, 1}
-    pose: np.ndarray  # (N, POSE_CHANNELS, h, w) float32
+    pose: np.ndarray  # (N, POSE_CHANNELS + 1, h, w) float32: pose vector, pelvis offset
 
 
 def pose_vector(pose: np.ndarray) -> np.ndarray:
@@ -41,12 +43,14 @@ def pose_vector(pose: np.ndarray) -> np.ndarray:
     return np.concatenate([np.sin(a), np.cos(a), [pose[LIFT] * LIFT_SCALE]]).astype(np.float32)
 
 
-def _targets(renderer: SceneRenderer, measured, t: float, grid: Tuple[int, int]):
+def _targets(renderer: SceneRenderer, measured, i: int, grid: Tuple[int, int]):
     h, w = grid
     cy = (np.arange(h) + 0.5) * FRAME_H / h
     cx = (np.arange(w) + 0.5) * FRAME_W / w
+    A = renderer.matrices[i]
+    scale = float(np.sqrt(abs(np.linalg.det(A[:, :2]))))
     actor = np.zeros((h, w), np.float32)
-    pose = np.zeros((POSE_CHANNELS, h, w), np.float32)
+    pose = np.zeros((POSE_CHANNELS + 1, h, w), np.float32)
     order = sorted(range(len(measured)), key=lambda k: renderer.plan.actors[k].ground_y)
     for k in order:  # back to front: nearer actors overwrite
         box = measured[k][0]
@@ -55,7 +59,13 @@ def _targets(renderer: SceneRenderer, measured, t: float, grid: Tuple[int, int])
         inside = ((cy[:, None] >= box[1]) & (cy[:, None] <= box[3])
                   & (cx[None, :] >= box[0]) & (cx[None, :] <= box[2]))
         actor[inside] = 1.0
-        pose[:, inside] = pose_vector(renderer.timelines[k].state(t)[0])[:, None]
+        plan = renderer.plan.actors[k]
+        p, x = renderer.timelines[k].state(i / FPS)
+        y = plan.ground_y - 0.5 * plan.app.height
+        pelvis = A[0, 0] * x + A[0, 1] * y + A[0, 2]
+        offset = (pelvis - cx[None, :]) / (plan.app.height * scale) * np.ones((h, 1))
+        pose[:POSE_CHANNELS, inside] = pose_vector(p)[:, None]
+        pose[POSE_CHANNELS][inside] = offset[inside]
     return actor, pose
 
 
@@ -74,7 +84,7 @@ def render_pose_samples(plans: Sequence[VideoPlan], size: Tuple[int, int], per_s
                 q = int(rng.integers(30, 90))
                 ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, q])
                 frames.append(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else frame)
-                a, p = _targets(renderer, measured, int(i) / FPS, grid)
+                a, p = _targets(renderer, measured, int(i), grid)
                 actors.append(a)
                 poses.append(p)
     return PoseSamples(np.stack(frames), np.stack(actors), np.stack(poses))
@@ -83,13 +93,13 @@ def render_pose_samples(plans: Sequence[VideoPlan], size: Tuple[int, int], per_s
 @torch.no_grad()
 def trunk_features(trunk, frames: np.ndarray, pixel_mean, pixel_std, chunk: int = 64
                    ) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, C, h, w) float16 stride-16 features of the frozen trunk."""
+    """(N, H, W, 3) uint8 -> (N, C, h, w) float16 PoseHead inputs from the frozen trunk."""
     mean = torch.tensor(pixel_mean).view(1, 3, 1, 1)
     std = torch.tensor(pixel_std).view(1, 3, 1, 1)
     out = []
     for s in range(0, len(frames), chunk):
         x = torch.from_numpy(frames[s : s + chunk]).permute(0, 3, 1, 2).float()
-        out.append(trunk((x - mean) / std)["res4"].half())
+        out.append(pose_inputs(trunk((x - mean) / std)).half())
     return torch.cat(out)
 
 
@@ -109,7 +119,7 @@ def train_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples, *
         if torch.rand(1, generator=gen).item() < 0.5:  # features of a darker / brighter frame
             x = x * (1.0 + 0.1 * torch.randn(1, generator=gen))
         losses = pose_targets_loss(head(x), actor[idx], pose[idx])
-        loss = losses["loss_actor"] + losses["loss_pose"]
+        loss = sum(losses.values())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -135,5 +145,7 @@ def evaluate_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples
     ref = torch.atan2(target[:, :n], target[:, n : 2 * n])
     err = torch.rad2deg(torch.remainder(ang - ref + np.pi, 2 * np.pi) - np.pi).abs()
     err = err.permute(0, 2, 3, 1)[actor]  # (cells, joints)
+    offset = (pred[:, POSE_CHANNELS] - target[:, POSE_CHANNELS])[actor].abs()
     return {"actor_accuracy": acc, "median_joint_error_deg": float(err.median()),
-            "joint_error_deg_p90": float(err.flatten().quantile(0.9)) if err.numel() else 0.0}
+            "joint_error_deg_p90": float(err.flatten().quantile(0.9)) if err.numel() else 0.0,
+            "median_offset_error": float(offset.median()) if offset.numel() else 0.0}

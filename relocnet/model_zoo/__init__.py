@@ -28,10 +28,10 @@ MODELS: Dict[str, Dict[str, str]] = {
         "config": "synthreloc/relocnet_R18-L3D_cpu_synthreloc_st.yaml",
         "weights": "relocnet_R18-L3D_cpu_synthreloc_st.pth",
     },
-    # actions by other actors (SynthReloc): pose maps + chamfer; `--config-file` / `--weights`
+    # actions by other actors (SynthReloc): per-frame pose tracks matched by a pose kernel
     "synthreloc_temporal": {
-        "config": "synthreloc/relocnet_pose_cpu_temporal.yaml",
-        "weights": "relocnet_pose_cpu_temporal.pth",
+        "config": "synthreloc/relocnet_posetrack_cpu_temporal.yaml",
+        "weights": "relocnet_posetrack_cpu_temporal.pth",
     },
 }
 

@@ -25,12 +25,20 @@ Two rules, picked by ``MODEL.RELOC.DECODER.NAME``:
   non-overlapping alignments are returned. Unlike a per-second threshold, it uses the query's
   length and order: seconds next to a copy that look like *some* query second (the same shot a
   moment earlier) do not extend the segment, and the score is itself a probability.
+- ``"max_sum"``: the segment whose sum of ``score - tau`` is largest (the maximum-sum subarray),
+  then the next best among the seconds left, up to ``TOP_K``; scored by that sum. The level is
+  relative to the pair: ``tau = median + THRESHOLD * (max - median)`` of the reference's scores,
+  because how high a reference's ordinary seconds score depends on the query (a query whose
+  poses are common scores high everywhere). Like ``"runs"`` it finds the length from the scores
+  (an action in the reference may last longer or shorter than the query, unlike
+  ``"alignment"``'s fixed length), but a second that dips under the level inside a strong run
+  does not cut it in two.
 """
 from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["decode_segments", "decode_paper", "decode_runs", "decode_alignment"]
+__all__ = ["decode_segments", "decode_paper", "decode_runs", "decode_alignment", "decode_max_sum"]
 
 
 def _check(scores: torch.Tensor, seconds: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -118,6 +126,46 @@ def decode_alignment(
     return _segments([(o, o + v - 1) for o in picked], [float(diag[o]) for o in picked], seconds)
 
 
+def _max_subarray(x: Sequence[float]) -> Tuple[float, int, int]:
+    """(sum, i, j) of the contiguous run x[i..j] of largest sum (Kadane); ties keep the earliest."""
+    best, start, cur = (x[0], 0, 0), 0, 0.0
+    for k, v in enumerate(x):
+        if k == 0 or cur <= 0:
+            cur, start = v, k
+        else:
+            cur += v
+        if cur > best[0]:
+            best = (cur, start, k)
+    return best
+
+
+def decode_max_sum(
+    scores: torch.Tensor, seconds: torch.Tensor, *, threshold: float, top_k: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Best ``top_k`` disjoint segments by the sum of ``score - tau``, ``tau = median + threshold
+    * (max - median)`` (maximum-sum subarrays, taken greedily); a segment never spans a skipped
+    second."""
+    if top_k < 1:
+        raise ValueError(f"DECODER.TOP_K must be >= 1, got {top_k}")
+    scores, seconds = _check(scores, seconds)
+    median = float(scores.median())
+    tau = median + threshold * (float(scores.max()) - median)
+    excess = (scores - tau).tolist()
+    blocks, start = [], 0  # runs of consecutive seconds
+    for k in range(1, len(excess) + 1):
+        if k == len(excess) or int(seconds[k]) != int(seconds[k - 1]) + 1:
+            blocks.append((start, k))
+            start = k
+    picked: list = []
+    while len(picked) < top_k and blocks:
+        found = [(_max_subarray(excess[a:b]), a, b) for a, b in blocks]
+        (value, i, j), a, b = max(found, key=lambda f: f[0][0])
+        picked.append((a + i, a + j, value))
+        blocks.remove((a, b))
+        blocks += [blk for blk in ((a, a + i), (a + j + 1, b)) if blk[1] > blk[0]]
+    return _segments([(i, j) for i, j, _ in picked], [v for _, _, v in picked], seconds)
+
+
 def decode_segments(
     scores: torch.Tensor, seconds: torch.Tensor, *, name: str, threshold: float, top_k: int,
     pair_scores: Optional[torch.Tensor] = None,
@@ -133,5 +181,7 @@ def decode_segments(
         return decode_paper(scores, seconds, threshold=threshold)
     if name == "runs":
         return decode_runs(scores, seconds, threshold=threshold, top_k=top_k)
-    raise ValueError(f"unknown MODEL.RELOC.DECODER.NAME {name!r}; expected 'paper', 'runs' or "
-                     f"'alignment'")
+    if name == "max_sum":
+        return decode_max_sum(scores, seconds, threshold=threshold, top_k=top_k)
+    raise ValueError(f"unknown MODEL.RELOC.DECODER.NAME {name!r}; expected 'paper', 'runs', "
+                     f"'max_sum' or 'alignment'")

@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["L_SH", "L_EL", "R_SH", "R_EL", "L_HIP", "L_KNEE", "R_HIP", "R_KNEE", "LEAN", "LIFT",
            "XOFF", "POSE_DIM", "JOINTS", "Instance", "ActionSpec", "ACTIONS", "IDLE", "action",
-           "neutral_pose", "pose_at", "mirror_pose", "pose_distance", "classes"]
+           "neutral_pose", "pose_at", "mirror_pose", "pose_distance", "classes", "RANDOM_POSE"]
 
 L_SH, L_EL, R_SH, R_EL, L_HIP, L_KNEE, R_HIP, R_KNEE, LEAN, LIFT, XOFF = range(11)
 POSE_DIM = 11
@@ -36,9 +36,12 @@ class Instance:
     side: int = 1  # +1 / -1: mirrors asymmetric single classes (never used by twins)
 
     @staticmethod
-    def sample(rng: np.random.Generator) -> "Instance":
-        return Instance(speed=float(rng.uniform(0.9, 1.1)), amp=float(rng.uniform(0.85, 1.15)),
-                        phase=float(rng.uniform(0.0, 1.0)), side=int(rng.choice([-1, 1])))
+    def sample(rng: np.random.Generator, mirror: bool = True) -> "Instance":
+        """``mirror=False``: always the class's own side (the draw is made all the same, so the
+        rest of a plan does not change)."""
+        speed, amp = float(rng.uniform(0.9, 1.1)), float(rng.uniform(0.85, 1.15))
+        phase, side = float(rng.uniform(0.0, 1.0)), int(rng.choice([-1, 1]))
+        return Instance(speed=speed, amp=amp, phase=phase, side=side if mirror else 1)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,31 @@ def _idle(t, inst):
     s = math.sin(TAU * (0.35 * inst.speed * t + inst.phase))
     p[[L_SH, R_SH]] += 0.05 * s
     p[[L_EL, R_EL]] += 0.04 * s
+    return p
+
+
+# ------------------------------------------------------------ random poses (not a class either)
+RANDOM_POSE = "random_pose"
+# joint ranges of the training classes (2nd-98th percentile, wider for the shoulders, which circle)
+_RANGES = {L_SH: (-math.pi, math.pi), R_SH: (-math.pi, math.pi), L_EL: (-2.4, 0.5),
+           R_EL: (-2.4, 0.5), L_HIP: (-0.25, 1.3), R_HIP: (-0.25, 1.3), L_KNEE: (-1.9, 0.5),
+           R_KNEE: (-1.9, 0.5), LEAN: (-0.5, 0.5)}
+
+
+@register(RANDOM_POSE, "", "random_pose", "every joint drifts on its own: pose-head training only")
+def _random_pose(t, inst):
+    """Each joint oscillates about its own centre (neutral or anywhere in the training classes'
+    range) at its own rate; the draw is fixed by the instance's phase. Teaches the pose head poses
+    in every combination, not only the training classes' (the held-out classes combine them
+    anew); it never appears in a SynthReloc video."""
+    rng = np.random.default_rng(int(inst.phase * 2 ** 31))
+    p = neutral_pose()
+    for j, (lo, hi) in _RANGES.items():
+        centre = rng.uniform(lo, hi) if rng.random() < 0.6 else p[j]
+        amp, freq, phase = rng.uniform(0, 0.4 * (hi - lo)), rng.uniform(0.2, 1.2), rng.uniform(0, TAU)
+        p[j] = min(max(centre + amp * math.sin(TAU * freq * t + phase), lo), hi)
+    if rng.random() < 0.2:
+        p[LIFT] = max(0.0, 0.15 * math.sin(TAU * rng.uniform(0.5, 1.5) * t + rng.uniform(0, TAU)))
     return p
 
 

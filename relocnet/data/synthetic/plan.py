@@ -54,6 +54,9 @@ class Tier:
     query_heights: Tuple[float, float]
     occluders: bool = True
     perspective: bool = True  # small actors stand lower when larger; else anywhere fully in view
+    # instances of asymmetric classes on either side (balance on the left or the right leg); off,
+    # every class keeps its own side, as motion twins always do (punch_llr mirrored is punch_rrl)
+    mirror: bool = True
 
     def ground(self, rng: np.random.Generator, height: float) -> float:
         """World y of an actor's feet."""
@@ -64,9 +67,11 @@ class Tier:
 
 TIERS = {
     # one large actor, never the target's motion twin: recognising the action suffices
-    "easy": Tier((1.0,), 0.0, (64.0, 100.0), (64.0, 100.0), occluders=False, perspective=False),
+    "easy": Tier((1.0,), 0.0, (64.0, 100.0), (64.0, 100.0), occluders=False, perspective=False,
+                 mirror=False),
     # 1-3 large actors, half today's share of motion twins
-    "standard": Tier((0.4, 0.4, 0.2), 0.5, (54.0, 96.0), (60.0, 96.0), perspective=False),
+    "standard": Tier((0.4, 0.4, 0.2), 0.5, (54.0, 96.0), (60.0, 96.0), perspective=False,
+                     mirror=False),
     # the original design: 1-4 small actors (25-60 % of the frame), many twins, occluders
     "hard": Tier((0.15, 0.35, 0.3, 0.2), 1.0, (H_MIN, H_MAX), (36.0, 66.0)),
 }
@@ -106,11 +111,13 @@ def _filler(rng, split: str, avoid: Sequence[str], twin: Optional[str], p_twin: 
     return str(rng.choice(names, p=w / w.sum()))
 
 
-def _fill(rng, start: int, end: int, split: str, avoid, twin, p_twin) -> List[Segment]:
+def _fill(rng, start: int, end: int, split: str, avoid, twin, p_twin, mirror: bool
+          ) -> List[Segment]:
     out, t = [], start
     while t < end:
         d = min(int(rng.integers(1, 5)), end - t)
-        out.append(Segment(_filler(rng, split, avoid, twin, p_twin), t, t + d, Instance.sample(rng)))
+        out.append(Segment(_filler(rng, split, avoid, twin, p_twin), t, t + d,
+                           Instance.sample(rng, mirror)))
         t += d
     return out
 
@@ -167,10 +174,10 @@ def _target_segments(rng, h, A: str, L: int, split: str, tier: Tier):
     twin, p = ACTIONS[A].twin, _twin_p(split, "target", tier)
     segs, t = [], 0
     for i in range(n + 1):
-        segs += _fill(rng, t, t + gaps[i], split, [A], twin, p)
+        segs += _fill(rng, t, t + gaps[i], split, [A], twin, p, tier.mirror)
         t += gaps[i]
         if i < n:
-            segs.append(Segment(A, t, t + durs[i], Instance.sample(rng)))
+            segs.append(Segment(A, t, t + durs[i], Instance.sample(rng, tier.mirror)))
             t += durs[i]
     return segs
 
@@ -188,9 +195,10 @@ def _paint(segs: List[Segment], s: int, e: int, name: str, inst: Instance) -> Li
 
 def _distractor_segments(rng, h, A: str, L: int, split: str, co: Optional[Tuple[int, int]],
                          tier: Tier):
-    segs = _fill(rng, 0, L, split, [A], ACTIONS[A].twin, _twin_p(split, "distractor", tier))
+    segs = _fill(rng, 0, L, split, [A], ACTIONS[A].twin, _twin_p(split, "distractor", tier),
+                 tier.mirror)
     if co is not None and co[1] - co[0] <= _max_seconds(A, h):
-        segs = _paint(segs, co[0], co[1], A, Instance.sample(rng))
+        segs = _paint(segs, co[0], co[1], A, Instance.sample(rng, tier.mirror))
     return segs
 
 
@@ -270,7 +278,7 @@ def _reference(rng, name: str, A: str, L: int, split: str, tier: Tier) -> VideoP
 def _query(rng, name: str, A: str, lengths: Tuple[int, int], tier: Tier) -> VideoPlan:
     def segs(h):
         q = min(int(rng.integers(lengths[0], lengths[1] + 1)), _max_seconds(A, h, X_HI - X_LO - 30))
-        return [Segment(A, 0, q, Instance.sample(rng))] if q >= 2 else None
+        return [Segment(A, 0, q, Instance.sample(rng, tier.mirror))] if q >= 2 else None
     actor = _actor(rng, segs, tier, heights=tier.query_heights, band=(X_LO + 15, X_HI - 15))
     bg = _background(rng)
     occ = (_occluders(rng, actor.segments[-1].end, bg.horizon, moving=False)[:1]

@@ -35,33 +35,52 @@ from torch.nn import functional as F
 from .efficientnet import EfficientNetLiteBackbone
 from .micro import MICRO_REGISTRY
 
-__all__ = ["POSE_CHANNELS", "PoseHead", "pose_map", "PoseMapBackbone", "build_pose_map_backbone",
-           "PoseEnvelope", "joint_turns", "load_pose_head", "pose_targets_loss"]
+__all__ = ["POSE_CHANNELS", "HEAD_CHANNELS", "pose_inputs", "pose_input_channels", "PoseHead", "pose_map", "PoseMapBackbone", "build_pose_map_backbone",
+           "PoseEnvelope", "PoseTrack", "joint_turns", "load_pose_head", "pose_targets_loss"]
 
 POSE_CHANNELS = 19  # sin, cos of the 9 joint angles (limbs + lean), and the lift
+# after the pose: the horizontal offset of the actor's pelvis from the cell, in body heights (the
+# difference of two frames at one cell is how far the actor moved: side steps, walks)
+HEAD_CHANNELS = 1 + POSE_CHANNELS + 1
+
+
+def pose_inputs(trunk_out: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The PoseHead's input: the trunk's stride-16 features and its stride-8 ones folded into the
+    same grid (each 2 x 2 block of res3 as channels): forearms are a few pixels wide."""
+    res3, res4 = trunk_out["res3"], trunk_out["res4"]
+    dh, dw = 2 * res4.shape[2] - res3.shape[2], 2 * res4.shape[3] - res3.shape[3]
+    if dh or dw:  # an input side that is not a multiple of 16: res3 one row / column short
+        res3 = F.pad(res3, (0, dw, 0, dh), mode="replicate")
+    return torch.cat([res4, F.pixel_unshuffle(res3, 2)], dim=1)
+
+
+def pose_input_channels(trunk) -> int:
+    shapes = trunk.output_shape()
+    return shapes["res4"].channels + 4 * shapes["res3"].channels
 
 
 class PoseHead(nn.Module):
-    """(N, C, h, w) stride-16 features -> (N, 1 + POSE_CHANNELS, h, w): actor logit, pose."""
+    """(N, C, h, w) stride-16 features -> (N, HEAD_CHANNELS, h, w): actor logit, pose, pelvis
+    offset."""
 
-    def __init__(self, in_channels: int = 112, channels: int = 96):
+    def __init__(self, in_channels: int = 272, channels: int = 96):
         super().__init__()
         layers = []
-        for i, dilation in enumerate((1, 2, 1)):
+        for i, dilation in enumerate((1, 2, 4, 2, 1)):
             layers += [Conv2d(in_channels if i == 0 else channels, channels, 3, padding=dilation,
                               dilation=dilation, bias=False, norm=get_norm("BN", channels)),
                        nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
-        self.out = Conv2d(channels, 1 + POSE_CHANNELS, 1)
+        self.out = Conv2d(channels, HEAD_CHANNELS, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(x))
 
 
 def pose_map(head_out: torch.Tensor) -> torch.Tensor:
-    """(N, 1 + P, h, w) head outputs -> (N, P + 1, h, w) pose map ``[a * pose, 1 - a]``."""
+    """(N, HEAD_CHANNELS, h, w) head outputs -> (N, P + 1, h, w) pose map ``[a * pose, 1 - a]``."""
     a = torch.sigmoid(head_out[:, :1])
-    return torch.cat([a * head_out[:, 1:], 1.0 - a], dim=1)
+    return torch.cat([a * head_out[:, 1 : 1 + POSE_CHANNELS], 1.0 - a], dim=1)
 
 
 def load_pose_head(head: PoseHead, path: str) -> None:
@@ -103,7 +122,7 @@ class PoseMapBackbone(Backbone):
                              "MODEL.RELOC.MIRROR_AVERAGE False")
         trunk = EfficientNetLiteBackbone(variant=r.EFFICIENTNET.VARIANT, weights=r.SPATIAL_WEIGHTS,
                                          frozen=True, mirror_average=False)
-        head = PoseHead(trunk.output_shape()["res4"].channels, r.POSE.CHANNELS)
+        head = PoseHead(pose_input_channels(trunk), r.POSE.CHANNELS)
         if r.POSE.WEIGHTS:
             load_pose_head(head, r.POSE.WEIGHTS)
         return {"trunk": trunk, "head": head, "frozen": r.POSE.FROZEN}
@@ -117,9 +136,13 @@ class PoseMapBackbone(Backbone):
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {"res4": ShapeSpec(channels=POSE_CHANNELS + 1, stride=16)}
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def head_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, HEAD_CHANNELS, H/16, W/16) raw PoseHead outputs."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            return {"res4": pose_map(self.head(self.trunk(x)["res4"]))}
+            return self.head(pose_inputs(self.trunk(x)))
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"res4": pose_map(self.head_outputs(x))}
 
 
 @BACKBONE_REGISTRY.register()
@@ -164,16 +187,52 @@ class PoseEnvelope(nn.Module):
                           (-turns).amax(dim=1)], dim=1)
 
 
+@MICRO_REGISTRY.register()
+class PoseTrack(nn.Module):
+    """(M, 3, n, H, W) -> (M, n * HEAD_CHANNELS, H/16, W/16): per location and frame, in frame
+    order, the actor probability, the pose (19) and the pelvis offset (in body heights). Nothing
+    is pooled over time: the poses of every frame of the second and how far the actor moved
+    (the offset's change at a location) are kept for ``PoseKernelHead``. Use it with NUM_MICRO 1
+    (one sub-clip per second), so that the max over sub-clips (eq. 4) is the identity."""
+
+    min_frames = 2
+
+    @configurable
+    def __init__(self, *, frames: PoseMapBackbone, num_frames: int):
+        super().__init__()
+        self.frames = frames
+        self.num_frames = num_frames
+        self.out_channels = num_frames * HEAD_CHANNELS
+
+    @classmethod
+    def from_config(cls, cfg):
+        v = cfg.INPUT.VIDEO
+        if v.NUM_MICRO != 1:
+            raise ValueError("MODEL.RELOC.MICRO.NAME PoseTrack keeps every frame of a second in "
+                             f"order: set INPUT.VIDEO.NUM_MICRO 1 (got {v.NUM_MICRO})")
+        return {"frames": PoseMapBackbone(cfg), "num_frames": v.FPS}
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        m, c, n, h, w = clips.shape
+        if n != self.num_frames:
+            raise ValueError(f"PoseTrack built for {self.num_frames} frames per second, got {n}")
+        out = self.frames.head_outputs(clips.transpose(1, 2).reshape(m * n, c, h, w))
+        out = torch.cat([torch.sigmoid(out[:, :1]), out[:, 1:]], dim=1)
+        return out.reshape(m, n * HEAD_CHANNELS, *out.shape[2:])
+
+
 def pose_targets_loss(head_out: torch.Tensor, actor: torch.Tensor, pose: torch.Tensor
                       ) -> Dict[str, torch.Tensor]:
     """Training losses of a PoseHead: binary cross-entropy of the actor logit at every cell, and
-    the smooth-L1 error of the pose at the cells an actor covers.
+    the smooth-L1 errors of the pose and of the pelvis offset at the cells an actor covers.
 
     Args:
-        head_out: (N, 1 + P, h, w); actor: (N, h, w) in {0, 1}; pose: (N, P, h, w) targets.
+        head_out: (N, HEAD_CHANNELS, h, w); actor: (N, h, w) in {0, 1}; pose: (N, P + 1, h, w)
+            targets (the pose, then the pelvis offset).
     """
     loss_actor = F.binary_cross_entropy_with_logits(head_out[:, 0], actor)
     m = actor.unsqueeze(1)
     err = F.smooth_l1_loss(head_out[:, 1:], pose, reduction="none", beta=0.1) * m
-    loss_pose = err.sum() / (m.sum() * pose.shape[1]).clamp(min=1.0)
-    return {"loss_actor": loss_actor, "loss_pose": loss_pose}
+    n = m.sum().clamp(min=1.0)
+    return {"loss_actor": loss_actor, "loss_pose": err[:, :POSE_CHANNELS].sum() / (n * POSE_CHANNELS),
+            "loss_offset": err[:, POSE_CHANNELS:].sum() / n}
