@@ -7,7 +7,10 @@
 Clips of one actor doing each training class (each clip its own actor, background and camera;
 relocnet/evaluation/learnability.py) go through the model; a linear probe on their per-second
 features is trained on 80 % of each class's clips and tested on the others. One probe per feature
-scale (spatial, macro, micro, as the config concatenates them) and one on all. ``--classes hand``:
+scale (spatial, macro, micro, as the config concatenates them: mean and max over locations), one
+on all, and one (``head``) on what the matching head reads from a second
+(``RelocHead.second_features``: for the pose-track model, the actor's pose in every frame and its
+speed). ``--classes hand``:
 the 16 hand-designed training classes; ``procedural``: the first 16 procedural ones. Nothing is
 read from disk but the model. Default config: the SynthReloc temporal model's.
 """
@@ -23,6 +26,7 @@ from relocnet.engine.cached_training import second_rois
 from relocnet.engine.inference import load_model
 from relocnet.engine.setup import setup_cfg
 from relocnet.evaluation.learnability import pool_seconds, probe_accuracy, render_subclips
+from relocnet.evaluation.pose_oracle import true_pose_track
 from relocnet.model_zoo import get_config_file
 from relocnet.utils.fileio import write_json_atomic
 
@@ -51,6 +55,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", default="", help="also write the result to this JSON file")
+    ap.add_argument("--true-poses", action="store_true",
+                    help="the ceiling: the head's features of the renderer's true poses "
+                         "(pose-track models; relocnet/evaluation/pose_oracle.py), no pixels")
     args, opts = ap.parse_known_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     config_file = args.config_file or get_config_file(DEFAULT_CONFIG)
@@ -58,19 +65,27 @@ def main(argv=None) -> int:
     model = load_model(cfg, cfg.MODEL.WEIGHTS if args.weights is None else args.weights)
     names = [a.name for a in classes("train", procedural=args.classes == "procedural")][:16]
     v = cfg.INPUT.VIDEO
-    feats, labels, groups = [], [], []
+    feats, head_feats, labels, groups = [], [], [], []
     for i, plan in enumerate(plan_clips(args.seed, names, args.per_class, args.seconds)):
-        rois = second_rois(model, render_subclips(plan, v.FPS, (v.HEIGHT, v.WIDTH)))
+        if args.true_poses:
+            rois = true_pose_track(plan, v.FPS)
+        else:
+            rois = second_rois(model, render_subclips(plan, v.FPS, (v.HEIGHT, v.WIDTH)))
         feats.append(pool_seconds(rois))
+        with torch.no_grad():
+            head_feats.append(model.head.second_features(rois))
         labels += [plan.actors[0].segments[0].name] * len(rois)
         groups += [i] * len(rois)
     x = torch.cat(feats)
     half = x.shape[1] // 2  # pool_seconds: mean then max of the same channels
     result = {"config": config_file, "classes": args.classes, "names": names,
-              "clips_per_class": args.per_class, "seconds": args.seconds}
-    for name, (a, b) in {**_scales(model), "all": (0, half)}.items():
+              "clips_per_class": args.per_class, "seconds": args.seconds,
+              "true_poses": args.true_poses}
+    scales = {} if args.true_poses else {**_scales(model), "all": (0, half)}
+    for name, (a, b) in scales.items():
         cols = list(range(a, b)) + list(range(half + a, half + b))
         result[name] = probe_accuracy(x[:, cols], labels, groups, seed=args.seed)
+    result["head"] = probe_accuracy(torch.cat(head_feats), labels, groups, seed=args.seed)
     print(json.dumps(result, indent=1))
     if args.output:
         write_json_atomic(args.output, result, indent=1)

@@ -100,6 +100,12 @@ class PoseKernelHead(RelocHead):
         moved = ((offset[:, -1] - offset[:, 0]) * both).sum(1) / both.sum(1).clamp(min=1e-6)
         return unit_q, (lift * w).sum(dim=2), moved * self.frames / max(self.frames - 1, 1)
 
+    def second_features(self, rois: torch.Tensor) -> torch.Tensor:
+        """(N, n * (2J + 1) + 1): the actor's joint vectors and lift in every frame and its speed
+        (``query_track``), what the kernel compares."""
+        unit, lift, speed = self.query_track(rois)
+        return torch.cat([unit.flatten(1), lift, speed[:, None]], dim=1)
+
     def scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """(P, D) scores in [0, 1]."""
         a, unit, lift, speed, _ = _split(ref, self.frames)  # (P, n, L), (P, n, 2J, L), ..., (P, L)

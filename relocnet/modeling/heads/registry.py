@@ -27,6 +27,13 @@ class RelocHead(nn.Module):
         return {}
 
 
+    def second_features(self, rois: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) ROI features of N seconds -> (N, D): what the head reads from a second,
+        for the learnability probe (relocnet/evaluation/learnability.py). Default: the mean and
+        the max over locations."""
+        return torch.cat([rois.float().mean(dim=(2, 3)), rois.float().amax(dim=(2, 3))], dim=1)
+
+
 def build_reloc_head(cfg, in_channels: int, box_reg: bool) -> RelocHead:
     """The head named by MODEL.RELOC.HEAD.NAME."""
     return RELOC_HEAD_REGISTRY.get(cfg.MODEL.RELOC.HEAD.NAME)(cfg, in_channels, box_reg=box_reg)
