@@ -101,12 +101,14 @@ def test_render_subclips_matches_the_decoder_layout():
     assert pool_seconds(torch.rand(2, 5, 3, 3)).shape == (2, 10)
 
 
-@pytest.fixture(scope="module")
-def pose_model():
+@pytest.fixture(scope="module", params=["relocnet_pose_cpu", "relocnet_posetrack_cpu"])
+def pose_model(request):
+    """The pose-map model family and the shipped pose-track model (untrained heads)."""
     from relocnet.engine.inference import load_model
     from relocnet.engine.setup import setup_cfg
 
-    cfg = setup_cfg(argparse.Namespace(config_file=CONFIG, opts=[]), log=False)
+    config = CONFIG.replace("relocnet_pose_cpu", request.param)
+    cfg = setup_cfg(argparse.Namespace(config_file=config, opts=[]), log=False)
     return cfg, load_model(cfg, "")
 
 
@@ -258,3 +260,46 @@ def test_pose_targets_follow_the_pelvis():
     tl, actor = Timeline(plan.actors[0]), plan.actors[0]
     walked = (tl.state((6 + FPS) / FPS)[1] - tl.state(6 / FPS)[1]) / actor.app.height
     assert walked > 0.1 and moved == pytest.approx(walked, rel=0.25)
+
+
+def test_actor_region_box_follows_the_actor_map():
+    from relocnet.modeling.heads.pose_kernel_head import actor_region_box
+
+    a = torch.zeros(4, 5)
+    a[1:3, 1:3] = 1.0
+    box = actor_region_box(a, 1 * 5 + 1)  # edges halfway to the empty neighbours
+    assert box.tolist() == pytest.approx([1 / 5, 1 / 4, 3 / 5, 3 / 4])
+    a[1:3, 3] = 0.75  # a fainter column joins the region; the edge moves a third of a cell out
+    assert actor_region_box(a, 6)[2] == pytest.approx((3.5 + 0.25 / 0.75) / 5)
+    a[0, 4] = 0.9  # another actor, not connected: not in the box
+    assert actor_region_box(a, 6)[1] == pytest.approx(1 / 4)
+    assert actor_region_box(torch.zeros(4, 5), 7).tolist() == pytest.approx([0.4, 0.25, 0.6, 0.5])  # no actor: the cell
+
+
+def test_spatio_temporal_detections_from_cached_pose_tracks():
+    """predict_cached_boxes: one detection per reference second, in the reference's pixels;
+    heads that do not locate actors are refused."""
+    from relocnet.data.pairs import load_pairs
+    from relocnet.engine.cached_training import build_pair_feature_set, predict_cached_boxes
+    from relocnet.engine.inference import load_model
+    from relocnet.engine.setup import setup_cfg
+
+    torch.set_num_threads(2)
+    config = CONFIG.replace("relocnet_pose_cpu", "relocnet_posetrack_cpu")
+    cfg = setup_cfg(argparse.Namespace(config_file=config, opts=[]), log=False)
+    model = load_model(cfg, "")
+    v = cfg.INPUT.VIDEO
+    pair_file = os.path.join(DATA, "pairs", "spatio_temporal_test.json")
+    pairs = load_pairs(pair_file)["pairs"][:2]
+    data = build_pair_feature_set(model, [pair_file], fps=v.FPS, size=(v.HEIGHT, v.WIDTH))
+    data.queries = data.queries[:2]
+    preds = predict_cached_boxes(model, data, {str(p["pair_id"]): (160, 120) for p in pairs})
+    for p in pairs:
+        dets = preds[str(p["pair_id"])]
+        assert [d["second"] for d in dets] == list(range(int(p["reference"]["end"])))
+        for d in dets:
+            x1, y1, x2, y2 = d["box"]
+            assert 0 <= x1 < x2 <= 160 and 0 <= y1 < y2 <= 120 and 0 <= d["score"] <= 1
+    model.head = torch.nn.Identity()
+    with pytest.raises(ValueError, match="does not locate actors"):
+        predict_cached_boxes(model, data, {})

@@ -7,8 +7,9 @@
         [--evaluate TEST_PAIR_FILE ...] [--cache-dir output/feature_sets] [--weights W]
 
 ``--evaluate`` scores the trained model on temporal pair files from the same cached features
-(``predict_cached``: the streamed relocalization's per-second scores, tests/test_pose.py) and
-writes their predictions and metrics; ``--iterations 0 --weights W`` evaluates ``W`` only.
+(``predict_cached``: the streamed relocalization's per-second scores, tests/test_pose.py), and on
+spatio-temporal ones with a head that locates the matching actor (PoseKernelHead:
+``predict_cached_boxes``), and writes their predictions and metrics; ``--iterations 0 --weights W`` evaluates ``W`` only.
 ``--cache-dir`` keeps each feature set on disk, keyed by the config and the pair files.
 
 Every second of every video and of its augmented query spans goes through the frozen backbone
@@ -29,10 +30,11 @@ import time
 import torch
 
 from relocnet.data.datasets import VIDEO_EXTENSIONS
-from relocnet.data.pairs import load_pairs
+from relocnet.data.pairs import load_pairs, resolve_video
+from relocnet.data.video_probe import probe_video
 from relocnet.engine.cached_training import (build_feature_set, build_pair_feature_set,
-                                             predict_cached, train_head)
-from relocnet.evaluation.metrics import temporal_metrics
+                                             predict_cached, predict_cached_boxes, train_head)
+from relocnet.evaluation.metrics import spatio_temporal_metrics, temporal_metrics
 from relocnet.evaluation.predictions import entries_from_output, write_predictions
 from relocnet.engine.inference import load_model
 from relocnet.modeling.weights import resolve_checkpoint, save_trained_weights
@@ -78,12 +80,22 @@ def _pair_features(model, cfg, files, cache_dir: str):
 def _evaluate(model, cfg, files, cache_dir: str, output: str) -> dict:
     out = {}
     for f in files:
-        outputs = predict_cached(model, _pair_features(model, cfg, [f], cache_dir))
-        preds = {k: entries_from_output(o, "temporal") for k, o in outputs.items()}
+        pairs = load_pairs(f)
+        data = _pair_features(model, cfg, [f], cache_dir)
+        if pairs["task"] == "spatio_temporal":  # the matching actor's box in every second
+            sizes = {}
+            for p in pairs["pairs"]:
+                info = probe_video(resolve_video(f, p["reference"]["video"]))
+                sizes[str(p["pair_id"])] = (info.width, info.height)
+            preds = predict_cached_boxes(model, data, sizes)
+        else:
+            preds = {k: entries_from_output(o, "temporal")
+                     for k, o in predict_cached(model, data).items()}
         folder = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(f))))
         name = f"{folder}_{os.path.splitext(os.path.basename(f))[0]}"  # <dataset>_<pair file>
-        write_predictions(os.path.join(output, f"predictions_{name}.json"), "temporal", preds)
-        out[f] = temporal_metrics(load_pairs(f)["pairs"], preds)
+        write_predictions(os.path.join(output, f"predictions_{name}.json"), pairs["task"], preds)
+        out[f] = (spatio_temporal_metrics if pairs["task"] == "spatio_temporal"
+                  else temporal_metrics)(pairs["pairs"], preds)
     return out
 
 

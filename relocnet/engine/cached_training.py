@@ -30,7 +30,7 @@ from ..data.self_supervised import augment_query, change_speed
 from ..data.video import probe_video, read_subclips
 
 __all__ = ["CachedQuery", "FeatureSet", "second_rois", "build_feature_set",
-           "build_pair_feature_set", "train_head", "predict_cached"]
+           "build_pair_feature_set", "train_head", "predict_cached", "predict_cached_boxes"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,4 +176,25 @@ def predict_cached(model, data: FeatureSet) -> Dict[str, dict]:
         pair_scores = model.head(ref, q.rois)[0].sigmoid()
         out[q.pair_id] = model.temporal_outputs(pair_scores.amax(dim=1), torch.arange(len(ref)),
                                                 pair_scores)
+    return out
+
+
+@torch.no_grad()
+def predict_cached_boxes(model, data: FeatureSet, frame_sizes: Dict[str, Sequence[float]]
+                         ) -> Dict[str, List[dict]]:
+    """Spatio-temporal detections from cached features, for heads that locate the matching actor
+    (``head.actor_boxes``: the pose-track model): one per reference second, its box in the
+    reference's pixels (``frame_sizes``: pair id -> (width, height)) and its match probability.
+    Entries as in a spatio-temporal prediction file."""
+    if not hasattr(model.head, "actor_boxes"):
+        raise ValueError(f"{type(model.head).__name__} does not locate actors: spatio-temporal "
+                         f"pairs need a head with actor_boxes (PoseKernelHead)")
+    model.eval()
+    out = {}
+    for q in data.queries:
+        boxes, probs = model.head.actor_boxes(data.videos[q.video], q.rois)
+        w, h = frame_sizes[q.pair_id]
+        boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype)
+        out[q.pair_id] = [{"second": t, "box": [float(v) for v in b], "score": float(p)}
+                          for t, (b, p) in enumerate(zip(boxes.tolist(), probs.tolist()))]
     return out

@@ -34,7 +34,7 @@ from torch import nn
 from ..backbone.pose import HEAD_CHANNELS, POSE_CHANNELS
 from .registry import RELOC_HEAD_REGISTRY, RelocHead
 
-__all__ = ["PoseKernelHead"]
+__all__ = ["PoseKernelHead", "actor_region_box"]
 
 JOINTS = (POSE_CHANNELS - 1) // 2  # sin, cos of each joint, then the lift
 
@@ -52,6 +52,40 @@ def _split(x: torch.Tensor, frames: int):
     offset = x[:, :, POSE_CHANNELS + 1]
     speed = (offset[:, -1] - offset[:, 0]) * frames / max(frames - 1, 1)
     return a, unit, lift, speed, offset
+
+
+def _edge(profile: torch.Tensor, inner: int, outer: int) -> float:
+    """Where the actor probability crosses 0.5 between an inner cell and its outer neighbour, in
+    cell units from the inner cell's centre (0: at the centre, 1: at the neighbour's)."""
+    v_in, v_out = float(profile[inner]), float(profile[outer])
+    return min(max((v_in - 0.5) / max(v_in - v_out, 1e-3), 0.0), 1.0)
+
+
+def actor_region_box(a: torch.Tensor, start: int) -> torch.Tensor:
+    """(h, w) actor probabilities, a flat start index -> the box (x1, y1, x2, y2, fractions of
+    the frame) of the 4-connected region of cells with ``a > 0.5`` around ``start`` (the start
+    cell alone if it is below), its edges placed where ``a`` crosses 0.5 between the outermost
+    cells and their neighbours (linear interpolation)."""
+    h, w = a.shape
+    y0, x0 = divmod(int(start), w)
+    if a[y0, x0] <= 0.5:  # no actor there: the cell itself
+        return torch.tensor([x0 / w, y0 / h, (x0 + 1) / w, (y0 + 1) / h])
+    seen, stack = {(y0, x0)}, [(y0, x0)]
+    while stack:
+        y, x = stack.pop()
+        for yy, xx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+            if 0 <= yy < h and 0 <= xx < w and (yy, xx) not in seen and a[yy, xx] > 0.5:
+                seen.add((yy, xx))
+                stack.append((yy, xx))
+    ys, xs = [p[0] for p in seen], [p[1] for p in seen]
+    top, bottom, left, right = min(ys), max(ys), min(xs), max(xs)
+    cols = a[top : bottom + 1].amax(dim=0)  # per column, over the region's rows
+    rows = a[:, left : right + 1].amax(dim=1)
+    x1 = left + 0.5 - (_edge(cols, left, left - 1) if left > 0 else 0.5)
+    x2 = right + 0.5 + (_edge(cols, right, right + 1) if right < w - 1 else 0.5)
+    y1 = top + 0.5 - (_edge(rows, top, top - 1) if top > 0 else 0.5)
+    y2 = bottom + 0.5 + (_edge(rows, bottom, bottom + 1) if bottom < h - 1 else 0.5)
+    return torch.tensor([x1 / w, y1 / h, x2 / w, y2 / h])
 
 
 @RELOC_HEAD_REGISTRY.register()
@@ -106,8 +140,9 @@ class PoseKernelHead(RelocHead):
         unit, lift, speed = self.query_track(rois)
         return torch.cat([unit.flatten(1), lift, speed[:, None]], dim=1)
 
-    def scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """(P, D) scores in [0, 1]."""
+    def _frame_scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """(P, n, L, D): per reference frame and location, ``a`` times the kernel similarity to
+        the best frame of each query second."""
         a, unit, lift, speed, _ = _split(ref, self.frames)  # (P, n, L), (P, n, 2J, L), ..., (P, L)
         unit_q, lift_q, speed_q = self.query_track(query)  # (D, m, 2J), (D, m), (D,)
         cos = torch.einsum("pkel,dme->pkldm", unit, unit_q) / JOINTS  # mean cos over joints
@@ -115,8 +150,26 @@ class PoseKernelHead(RelocHead):
         dist = dist + self.log_speed_weight.exp() * (
             speed[:, None, :, None, None] - speed_q[None, None, None, :, None]) ** 2
         sim = torch.exp(-dist / self.log_sigma.exp()).amax(dim=4)  # best query frame: (P, n, L, D)
-        per_frame = (a.unsqueeze(3) * sim).amax(dim=2)  # best location: (P, n, D)
-        return per_frame.mean(dim=1)
+        return a.unsqueeze(3) * sim
+
+    def scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """(P, D) scores in [0, 1]: per reference frame the best location, mean over frames."""
+        return self._frame_scores(ref, query).amax(dim=2).mean(dim=1)
+
+    def actor_boxes(self, ref: torch.Tensor, query: torch.Tensor
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The matching actor of each reference second: ``(boxes (P, 4), probabilities (P,))``,
+        boxes as fractions of the frame (x1, y1, x2, y2). The actor is the location whose frames
+        match the query best on average (any query second); its box is the region of the
+        keyframe's actor map around it (``actor_region_box``)."""
+        per_location = self._frame_scores(ref, query).mean(dim=1).amax(dim=2)  # (P, L)
+        best = per_location.argmax(dim=1)
+        s = ref.shape[-1]
+        a_key = ref.reshape(ref.shape[0], self.frames, HEAD_CHANNELS, ref.shape[-2], s)[
+            :, self.frames // 2, 0]
+        boxes = torch.stack([actor_region_box(a_key[p], int(best[p])) for p in range(len(best))])
+        score = per_location.gather(1, best[:, None])[:, 0]
+        return boxes, torch.sigmoid(self.scale * (score - self.offset))
 
     def forward(self, ref: torch.Tensor, query: torch.Tensor
                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
