@@ -13,7 +13,6 @@ from typing import Dict, Sequence
 import numpy as np
 import torch
 
-from ..data.synthetic.actions import XOFF
 from ..data.synthetic.scene import Timeline, VideoPlan
 from ..engine.pose_training import pose_vector
 from ..modeling.backbone.pose import HEAD_CHANNELS, POSE_CHANNELS

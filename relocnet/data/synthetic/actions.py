@@ -165,7 +165,8 @@ def _random_pose(t, inst):
     p = neutral_pose()
     for j, (lo, hi) in _RANGES.items():
         centre = rng.uniform(lo, hi) if rng.random() < 0.6 else p[j]
-        amp, freq, phase = rng.uniform(0, 0.4 * (hi - lo)), rng.uniform(0.2, 1.2), rng.uniform(0, TAU)
+        amp, freq = rng.uniform(0, 0.4 * (hi - lo)), rng.uniform(0.2, 1.2)
+        phase = rng.uniform(0, TAU)
         p[j] = min(max(centre + amp * math.sin(TAU * freq * t + phase), lo), hi)
     if rng.random() < 0.2:
         p[LIFT] = max(0.0, 0.15 * math.sin(TAU * rng.uniform(0.5, 1.5) * t + rng.uniform(0, TAU)))

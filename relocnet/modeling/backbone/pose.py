@@ -8,7 +8,10 @@ chance (docs/RESULTS.md, "Learnability"). Matching unseen action classes needs w
 are made of: body poses and how they change. ``PoseHead`` is trained once, on frames rendered
 from the *training* split only (relocnet/engine/pose_training.py: the renderer knows every
 actor's box and joint angles), to predict per stride-16 cell an actor logit and the pose of the
-actor covering the cell: sin and cos of its 9 joint angles and its lift (19 numbers). Its output
+actor covering the cell: sin and cos of its 9 joint angles and its lift (19 numbers), and the
+horizontal offset of that actor's pelvis from the cell in body heights. Its input is the trunk's
+stride-16 features with its stride-8 ones folded in (``pose_inputs``: forearms are a few pixels
+wide); its training frames include clips of random poses (``random_pose``). Its output
 is turned into a *pose map* (``pose_map``): ``[a * pose, 1 - a]`` with ``a`` the actor
 probability, so that two actor cells compare by pose (cosine), two background cells are equal and
 an actor never resembles background. Held-out classes are new sequences of poses, not new poses,
@@ -22,6 +25,9 @@ Branches (registered; chosen by MODEL.RELOC.SPATIAL_NAME / MODEL.RELOC.MICRO.NAM
   phase) and of each joint's signed rotation between consecutive frames, either way (which way
   and how fast it turns: what tells motion-only twins apart); the max over micro sub-clips
   (eq. 4) keeps them over the whole second. 58 channels.
+- ``PoseTrack`` micro branch: the raw head outputs of every frame of the second, in order (actor
+  probability, pose, pelvis offset: 21 channels per frame), for ``PoseKernelHead``: the shipped
+  SynthReloc model. Unlike eq. 3 nothing is pooled over time.
 """
 from typing import Dict
 
@@ -35,7 +41,8 @@ from torch.nn import functional as F
 from .efficientnet import EfficientNetLiteBackbone
 from .micro import MICRO_REGISTRY
 
-__all__ = ["POSE_CHANNELS", "HEAD_CHANNELS", "pose_inputs", "pose_input_channels", "PoseHead", "pose_map", "PoseMapBackbone", "build_pose_map_backbone",
+__all__ = ["POSE_CHANNELS", "HEAD_CHANNELS", "pose_inputs", "pose_input_channels", "PoseHead",
+           "pose_map", "PoseMapBackbone", "build_pose_map_backbone",
            "PoseEnvelope", "PoseTrack", "joint_turns", "load_pose_head", "pose_targets_loss"]
 
 POSE_CHANNELS = 19  # sin, cos of the 9 joint angles (limbs + lean), and the lift
@@ -234,5 +241,6 @@ def pose_targets_loss(head_out: torch.Tensor, actor: torch.Tensor, pose: torch.T
     m = actor.unsqueeze(1)
     err = F.smooth_l1_loss(head_out[:, 1:], pose, reduction="none", beta=0.1) * m
     n = m.sum().clamp(min=1.0)
-    return {"loss_actor": loss_actor, "loss_pose": err[:, :POSE_CHANNELS].sum() / (n * POSE_CHANNELS),
+    return {"loss_actor": loss_actor,
+            "loss_pose": err[:, :POSE_CHANNELS].sum() / (n * POSE_CHANNELS),
             "loss_offset": err[:, POSE_CHANNELS:].sum() / n}

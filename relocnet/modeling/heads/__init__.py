@@ -7,5 +7,6 @@ from .registry import RELOC_HEAD_REGISTRY, RelocHead, build_reloc_head
 from .roi_heads import RelocROIHeads
 from .similarity_head import SimilarityHead
 
-__all__ = ["ChamferHead", "ConcatHead", "CorrelationHead", "PoseKernelHead", "RegionMatcher", "RelocROIHeads", "SimilarityHead",
+__all__ = ["ChamferHead", "ConcatHead", "CorrelationHead", "PoseKernelHead", "RegionMatcher",
+           "RelocROIHeads", "SimilarityHead",
            "RELOC_HEAD_REGISTRY", "RelocHead", "build_reloc_head"]

@@ -17,17 +17,22 @@ at that location and maximised over locations, then averaged over the reference 
 So a reference second matches when each of its frames shows a pose the query takes at some moment
 (phase-free) and the actor moves as fast and the same way as the query's. Why frames and not the
 keyframe's chamfer or an envelope over time: with the renderer's true poses in place of the
-predicted ones, this rule (and the max-sum decoder) localizes 100 % (easy) / 72 % (standard) of
-the SynthReloc test pairs at tIoU 0.5:0.9, the keyframe chamfer with the alignment decoder 52 / 34
-(docs/RESULTS.md, "Ceiling with the true poses").
+predicted ones (tools/pose_oracle.py), this rule and the ``max_sum`` decoder localize 94.6 %
+(easy) / 65.2 % (standard) of the SynthReloc test pairs at tIoU 0.5:0.9, the former keyframe /
+envelope chamfer with the ``alignment`` decoder 51.5 / 34.2 (docs/RESULTS.md, "The pose-track
+model").
 
-Trained: sigma, lambda and the affine map ``logit = scale * (s - offset)`` (4 numbers).
+``actor_boxes`` also says where the matching actor is (spatio-temporal detection): the location
+whose frames match best on average, and the region of the keyframe's actor map around it.
+
+Trainable: sigma, lambda and the affine map ``logit = scale * (s - offset)`` (4 numbers); the
+shipped model keeps their initial values (training them by the per-second loss lowered the
+scores).
 """
 import math
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
