@@ -83,10 +83,11 @@ def _evaluate(model, cfg, files, cache_dir: str, output: str) -> dict:
         pairs = load_pairs(f)
         data = _pair_features(model, cfg, [f], cache_dir)
         if pairs["task"] == "spatio_temporal":  # the matching actor's box in every second
-            sizes = {}
-            for p in pairs["pairs"]:
-                info = probe_video(resolve_video(f, p["reference"]["video"]))
-                sizes[str(p["pair_id"])] = (info.width, info.height)
+            infos = {v: probe_video(resolve_video(f, v))
+                     for v in {p["reference"]["video"] for p in pairs["pairs"]}}
+            sizes = {str(p["pair_id"]): (infos[p["reference"]["video"]].width,
+                                         infos[p["reference"]["video"]].height)
+                     for p in pairs["pairs"]}
             preds = predict_cached_boxes(model, data, sizes)
         else:
             preds = {k: entries_from_output(o, "temporal")

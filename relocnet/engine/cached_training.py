@@ -30,7 +30,7 @@ from ..data.self_supervised import augment_query, change_speed
 from ..data.video import probe_video, read_subclips
 
 __all__ = ["CachedQuery", "FeatureSet", "second_rois", "build_feature_set",
-           "build_pair_feature_set", "train_head", "predict_cached", "predict_cached_boxes"]
+           "build_pair_feature_set", "train_head", "predict_cached", "predict_cached_boxes", "pair_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,13 +170,14 @@ def predict_cached(model, data: FeatureSet) -> Dict[str, dict]:
     if model.query_crops:
         raise ValueError("predict_cached: the query crops are not cached (MODEL.RELOC.QUERY_CROPS)")
     model.eval()
-    out = {}
-    for q in data.queries:
-        ref = data.videos[q.video]
-        pair_scores = model.head(ref, q.rois)[0].sigmoid()
-        out[q.pair_id] = model.temporal_outputs(pair_scores.amax(dim=1), torch.arange(len(ref)),
-                                                pair_scores)
-    return out
+    return {q.pair_id: pair_outputs(model, data.videos[q.video], q.rois) for q in data.queries}
+
+
+def pair_outputs(model, ref: torch.Tensor, query: torch.Tensor) -> dict:
+    """The temporal outputs of one pair from its per-second features: (T, C, S, S) reference,
+    (V, C, S, S) query."""
+    pair_scores = model.head(ref, query)[0].sigmoid()
+    return model.temporal_outputs(pair_scores.amax(dim=1), torch.arange(len(ref)), pair_scores)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..data.synthetic.actions import IDLE
 from ..data.synthetic.scene import FPS, SceneRenderer
+from ..modeling.heads.registry import pool_locations
 
 __all__ = ["render_subclips", "pool_seconds", "probe_accuracy"]
 
@@ -34,8 +35,9 @@ def render_subclips(plan, fps: int, size) -> np.ndarray:
 
 
 def pool_seconds(rois: torch.Tensor) -> torch.Tensor:
-    """(T, C, S, S) -> (T, 2C): mean and max over locations."""
-    return torch.cat([rois.float().mean(dim=(2, 3)), rois.float().amax(dim=(2, 3))], dim=1)
+    """(T, C, S, S) -> (T, 2C): mean and max over locations (a head's default
+    ``second_features``)."""
+    return pool_locations(rois)
 
 
 def probe_accuracy(features: torch.Tensor, labels: Sequence[str], groups: Sequence[int], *,

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..data.synthetic.scene import Timeline, VideoPlan
+from ..engine.cached_training import pair_outputs
 from ..engine.pose_training import pose_vector
 from ..modeling.backbone.pose import HEAD_CHANNELS, POSE_CHANNELS
 
@@ -56,7 +57,5 @@ def oracle_outputs(model, plans: Dict[str, VideoPlan], pairs: Sequence[dict]) ->
     for p in pairs:
         ref = track(p["reference"]["video"], False)
         q = track(p["query"]["video"], True)[int(p["query"]["start"]) : int(p["query"]["end"])]
-        scores = model.head(ref, q)[0].sigmoid()
-        out[str(p["pair_id"])] = model.temporal_outputs(scores.amax(dim=1), torch.arange(len(ref)),
-                                                        scores)
+        out[str(p["pair_id"])] = pair_outputs(model, ref, q)
     return out

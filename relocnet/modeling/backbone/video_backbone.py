@@ -163,12 +163,14 @@ class SiameseVideoBackbone(Backbone):
                 out[p] = feats
         return out
 
-    def forward(self, clips: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, clips: torch.Tensor, keyframe_res4: bool = True) -> Dict[str, torch.Tensor]:
         """Eqs. 1, 4, 5, 10 and 11: the spatial branch on each second's keyframe, the micro
         features concatenated and maxed, and the scales concatenated (the same for query and
         reference clips: the backbone is Siamese).
 
-        clips: (B, T, 3, N, H, W) normalized. Returns "res4" and "features", index b*T + t."""
+        clips: (B, T, 3, N, H, W) normalized. Returns "res4" and "features", index b*T + t;
+        ``keyframe_res4=False`` (a model with no use for "res4", e.g. no RPN) leaves "res4" out
+        and skips the spatial branch when no feature scale needs it."""
         if clips.dim() != 6 or clips.shape[2] != 3:
             raise ValueError(f"expected clips of shape (B, T, 3, N, H, W), got "
                              f"{tuple(clips.shape)}")
@@ -176,8 +178,9 @@ class SiameseVideoBackbone(Backbone):
         if n < self.num_micro:
             raise ValueError(f"{n} frames per second cannot form {self.num_micro} micro sub-clips")
         x = clips.flatten(0, 1)  # (B*T, 3, N, H, W)
-        res4 = self.spatial(x[:, :, n // 2])["res4"]  # eq. 1 on the keyframe
-        scales = {"spatial": res4}
+        scales = {}
+        if keyframe_res4 or "spatial" in self.features:
+            scales["spatial"] = self.spatial(x[:, :, n // 2])["res4"]  # eq. 1 on the keyframe
         if "micro" in self.features or "macro" in self.features:
             tm_p = self._micro_features(x)
             tm = torch.stack(tm_p).amax(dim=0)  # eqs. 4-5: concat over p, max
@@ -185,11 +188,14 @@ class SiameseVideoBackbone(Backbone):
             if self.macro is not None:
                 scales["macro"] = self.macro(tm_p, tm, num_seconds)  # eqs. 6-9
         parts = [scales[name] for name in FEATURE_SCALES if name in self.features]
-        if any(t.shape[-2:] != res4.shape[-2:] for t in parts):
+        if any(t.shape[-2:] != s.shape[-2:] for t in parts for s in scales.values()):
             raise ValueError(f"feature scales disagree in size: "
-                             f"{[tuple(t.shape[-2:]) for t in parts]}")
+                             f"{[tuple(t.shape[-2:]) for t in scales.values()]}")
         features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # eq. 10
-        return {"res4": res4, "features": features}
+        out = {"features": features}
+        if keyframe_res4:
+            out["res4"] = scales["spatial"]
+        return out
 
 
 @BACKBONE_REGISTRY.register()

@@ -44,15 +44,20 @@ __all__ = ["PoseKernelHead", "actor_region_box"]
 JOINTS = (POSE_CHANNELS - 1) // 2  # sin, cos of each joint, then the lift
 
 
+def _unit(sin_cos: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sin and cos of each joint (J then J along ``dim``) scaled to unit vectors."""
+    sin, cos = sin_cos.split(JOINTS, dim=dim)
+    norm = torch.sqrt(sin ** 2 + cos ** 2).clamp(min=1e-3)
+    return torch.cat([sin / norm, cos / norm], dim=dim)
+
+
 def _split(x: torch.Tensor, frames: int):
     """(N, frames * HEAD_CHANNELS, S, S) -> a (N, n, L), unit joint vectors (N, n, 2J, L), lift
     (N, n, L), speed (N, L) in body heights per second."""
     n = x.shape[0]
     x = x.reshape(n, frames, HEAD_CHANNELS, -1)
     a = x[:, :, 0]
-    sin, cos = x[:, :, 1 : 1 + JOINTS], x[:, :, 1 + JOINTS : 1 + 2 * JOINTS]
-    norm = torch.sqrt(sin ** 2 + cos ** 2).clamp(min=1e-3)
-    unit = torch.cat([sin / norm, cos / norm], dim=2)
+    unit = _unit(x[:, :, 1 : 1 + 2 * JOINTS], dim=2)
     lift = x[:, :, POSE_CHANNELS]
     offset = x[:, :, POSE_CHANNELS + 1]
     speed = (offset[:, -1] - offset[:, 0]) * frames / max(frames - 1, 1)
@@ -131,10 +136,7 @@ class PoseKernelHead(RelocHead):
         (D, n, 2J), lift (D, n) and speed (D,): ``a``-weighted means over locations."""
         a, unit, lift, _, offset = _split(query, self.frames)
         w = a / a.sum(dim=2, keepdim=True).clamp(min=1e-6)
-        sin_cos = (unit * w.unsqueeze(2)).sum(dim=3)
-        sin, cos = sin_cos[:, :, :JOINTS], sin_cos[:, :, JOINTS:]
-        norm = torch.sqrt(sin ** 2 + cos ** 2).clamp(min=1e-3)
-        unit_q = torch.cat([sin / norm, cos / norm], dim=2)
+        unit_q = _unit((unit * w.unsqueeze(2)).sum(dim=3), dim=2)
         both = a[:, 0] * a[:, -1]  # locations on the actor in the first and the last frame
         moved = ((offset[:, -1] - offset[:, 0]) * both).sum(1) / both.sum(1).clamp(min=1e-6)
         return unit_q, (lift * w).sum(dim=2), moved * self.frames / max(self.frames - 1, 1)

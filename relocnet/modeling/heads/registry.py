@@ -10,7 +10,7 @@ import torch
 from detectron2.utils.registry import Registry
 from torch import nn
 
-__all__ = ["RELOC_HEAD_REGISTRY", "RelocHead", "build_reloc_head"]
+__all__ = ["RELOC_HEAD_REGISTRY", "RelocHead", "build_reloc_head", "pool_locations"]
 
 RELOC_HEAD_REGISTRY = Registry("RELOC_HEAD")
 RELOC_HEAD_REGISTRY.__doc__ = """Heads scoring reference regions against query objects:
@@ -30,8 +30,13 @@ class RelocHead(nn.Module):
     def second_features(self, rois: torch.Tensor) -> torch.Tensor:
         """(N, C, S, S) ROI features of N seconds -> (N, D): what the head reads from a second,
         for the learnability probe (relocnet/evaluation/learnability.py). Default: the mean and
-        the max over locations."""
-        return torch.cat([rois.float().mean(dim=(2, 3)), rois.float().amax(dim=(2, 3))], dim=1)
+        the max over locations (``pool_locations``)."""
+        return pool_locations(rois)
+
+
+def pool_locations(rois: torch.Tensor) -> torch.Tensor:
+    """(N, C, S, S) -> (N, 2C): mean and max over locations."""
+    return torch.cat([rois.float().mean(dim=(2, 3)), rois.float().amax(dim=(2, 3))], dim=1)
 
 
 def build_reloc_head(cfg, in_channels: int, box_reg: bool) -> RelocHead:

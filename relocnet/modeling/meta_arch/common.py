@@ -69,6 +69,7 @@ class RelocMetaArchBase(nn.Module):
     """
 
     task = ""  # the task a subclass solves: "temporal" | "spatio_temporal" (mappers, evaluators)
+    keyframe_res4 = True  # whether the model reads the backbone's keyframe "res4" (the RPN does)
 
     def __init__(
         self,
@@ -188,10 +189,11 @@ class RelocMetaArchBase(nn.Module):
 
     def window_features(self, windows: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
         """One backbone call over windows of equal length (uint8 (n, N, H, W, 3) each): per window
-        ``{"res4", "features", "keyframes"}``, each with the window's n seconds on dim 0."""
+        ``{"res4" (if the model reads it), "features", "keyframes"}``, each with the window's n
+        seconds on dim 0."""
         x = torch.stack([self.normalize(w) for w in windows])
         n = x.shape[1]
-        out = dict(self.backbone(x))  # (B*T, C, h, w) each
+        out = dict(self.backbone(x, keyframe_res4=self.keyframe_res4))  # (B*T, C, h, w) each
         out["keyframes"] = x[:, :, :, x.shape[3] // 2].flatten(0, 1)  # (B*T, 3, H, W)
         return [{k: v[b * n : (b + 1) * n] for k, v in out.items()} for b in range(len(windows))]
 

@@ -36,6 +36,7 @@ class RelocTemporal(RelocMetaArchBase):
     """Siamese backbone, full-frame matching per second, a match score per reference second."""
 
     task = "temporal"
+    keyframe_res4 = False  # no RPN: the keyframe's spatial branch runs only if it is a scale
 
     @configurable
     def __init__(self, *, head: RelocHead, query_crops: Sequence[Sequence[float]] = (), **kwargs):
