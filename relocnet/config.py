@@ -80,6 +80,9 @@ def _add_backbone_config(_C: CN) -> None:
     _C.MODEL.RELOC.POSE.WEIGHTS = ""
     _C.MODEL.RELOC.POSE.CHANNELS = 192
     _C.MODEL.RELOC.POSE.FROZEN = True
+    # also run the head on the mirror image of each frame and average it, mirrored back, with the
+    # head's outputs (left and right limbs swapped): twice the pose branch's compute
+    _C.MODEL.RELOC.POSE.MIRROR_TEST = False
 
 
 def _add_head_config(_C: CN) -> None:

@@ -306,3 +306,82 @@ def test_spatio_temporal_detections_from_cached_pose_tracks():
     model.head = torch.nn.Identity()
     with pytest.raises(ValueError, match="does not locate actors"):
         predict_cached_boxes(model, data, {})
+
+
+def test_mirror_channels_are_the_renderers_mirror_image():
+    from relocnet.data.synthetic.actions import XOFF, mirror_pose
+    from relocnet.modeling.backbone.pose import mirror_pose_channels
+
+    def channels(p):  # the pose vector, then a horizontal offset (like XOFF, it changes sign)
+        return torch.from_numpy(np.append(pose_vector(p), p[XOFF])).float().view(1, -1, 1, 1)
+
+    p = np.random.default_rng(0).uniform(-1.5, 1.5, size=XOFF + 1)
+    assert torch.allclose(mirror_pose_channels(channels(p)), channels(mirror_pose(p)), atol=1e-6)
+    assert not torch.allclose(mirror_pose_channels(channels(p)), channels(p), atol=1e-2)
+
+
+def test_mirror_test_makes_the_pose_head_mirror_equivariant():
+    from relocnet.modeling.backbone.efficientnet import EfficientNetLiteBackbone
+    from relocnet.modeling.backbone.pose import (PoseMapBackbone, mirror_head_outputs,
+                                                 pose_input_channels)
+
+    torch.manual_seed(0)
+    trunk = EfficientNetLiteBackbone(weights="model_zoo:efficientnet_lite0", mirror_average=False)
+    head = PoseHead(pose_input_channels(trunk), 16).eval()
+    plain = PoseMapBackbone(trunk=trunk, head=head)
+    tested = PoseMapBackbone(trunk=trunk, head=head, mirror_test=True)
+    x = torch.rand(2, 3, 64, 80) * 2 - 1
+    with torch.no_grad():
+        a, b = plain.head_outputs(x), plain.head_outputs(x.flip(-1))
+        assert (b - mirror_head_outputs(a)).abs().max() > 1e-2  # the head alone is not
+        a, b = tested.head_outputs(x), tested.head_outputs(x.flip(-1))
+        assert torch.allclose(b, mirror_head_outputs(a), atol=1e-4)
+        # a width that is not a multiple of 16: padded so that the grids fall on each other
+        assert tested.head_outputs(x[..., :72]).shape == plain.head_outputs(x[..., :72]).shape
+
+
+def test_training_frames_get_their_mirror_images():
+    from relocnet.engine.pose_training import PoseSamples, with_mirror_images
+
+    plans = plan_clips(0, ["walk_right"], 1, 2)
+    s = render_pose_samples(plans, (64, 80), 2, seed=0)
+    m, n = with_mirror_images(s), len(s.frames)
+    assert len(m.frames) == 2 * n and np.array_equal(m.frames[:n], s.frames)
+    assert np.array_equal(m.frames[n:], s.frames[:, :, ::-1])
+    assert np.array_equal(m.actor[n:], s.actor[:, :, ::-1])
+    assert not np.allclose(m.pose[n:], s.pose[..., ::-1])  # limbs and offsets mirrored too
+    back = with_mirror_images(PoseSamples(m.frames[n:], m.actor[n:], m.pose[n:]))
+    assert np.allclose(back.pose[n:], s.pose, atol=1e-6)  # twice: the samples again
+    with pytest.raises(ValueError, match="multiple of 16"):
+        with_mirror_images(render_pose_samples(plans, (64, 72), 1, seed=0))
+
+
+def test_sequence_head_tells_order_twins_apart_and_keyframe_head_ignores_motion():
+    """punch_llr and punch_rrl are the same punches in another order: the frame kernel
+    (any query frame) scores both alike, the sequence head (the query's frames in order)
+    prefers the query's class. The keyframe head sees one pose per second: no speed."""
+    from relocnet.engine.setup import setup_cfg
+    from relocnet.evaluation.pose_oracle import true_pose_track
+    from relocnet.modeling.heads.pose_kernel_head import (PoseKernelHead, PoseKeyframeHead,
+                                                          PoseSequenceHead)
+
+    llr, rrl = (true_pose_track(p, 8) for p in plan_clips(1, ["punch_llr", "punch_rrl"], 1, 4))
+    query = true_pose_track(plan_clips(11, ["punch_llr"], 1, 4)[0], 8)
+    with torch.no_grad():
+        frame = [float(PoseKernelHead(frames=8).scores(r, query).amax(1).mean()) for r in (llr, rrl)]
+        seq = [float(PoseSequenceHead(frames=8).scores(r, query).mean()) for r in (llr, rrl)]
+    assert abs(frame[0] - frame[1]) < 0.03
+    assert seq[0] > 0.9 and seq[0] > seq[1] + 0.08
+    side = true_pose_track(plan_clips(0, ["side_step_left"], 1, 3)[0], 8)
+    flipped = side.clone().view(side.shape[0], 8, -1, 1, 1)
+    flipped[:, :, -1] *= -1.0  # the pelvis moves the other way
+    flipped = flipped.view_as(side)
+    with torch.no_grad():
+        for head, moved in ((PoseKernelHead(frames=8), True), (PoseKeyframeHead(frames=8), False)):
+            same, other = head.scores(side, side).diagonal(), head.scores(side, flipped).diagonal()
+            assert torch.allclose(same, other, atol=1e-4) != moved
+    config = CONFIG.replace("relocnet_pose_cpu", "relocnet_posetrack_cpu")
+    cfg = setup_cfg(argparse.Namespace(config_file=config, opts=[
+        "MODEL.RELOC.QUERY_CROPS", "[[0.0, 0.0, 0.5, 0.5]]"]), log=False)
+    with pytest.raises(ValueError, match="in order"):
+        PoseSequenceHead(cfg, in_channels=8 * 21)

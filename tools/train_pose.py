@@ -2,7 +2,7 @@
 """Train the pose head of the SynthReloc models on rendered training frames.
 
     python tools/train_pose.py [--tiers easy standard] [--preset small] [--per-second 4] \\
-        [--random-clips 400] [--channels 192] [--iterations 10000] [--output output/pose_head]
+        [--random-clips 400] [--channels 192] [--iterations 20000] [--no-mirror] [--output output/pose_head]
 
 Frames of the *training* split's plans of each tier (their classes only; nothing is read from
 disk) and of clips of one actor in random poses (``random_pose``: every joint drifts on its own,
@@ -24,7 +24,7 @@ import torch
 from relocnet.data.synthetic.actions import RANDOM_POSE
 from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, render_pose_samples,
-                                           train_pose_head, trunk_features)
+                                           train_pose_head, trunk_features, with_mirror_images)
 from relocnet.modeling.backbone.efficientnet import EfficientNetLiteBackbone
 from relocnet.modeling.backbone.pose import PoseHead
 from relocnet.utils.fileio import atomic_path, write_json_atomic
@@ -40,7 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--per-second", type=int, default=4, help="frames rendered per second of video")
     ap.add_argument("--random-clips", type=int, default=400,
                     help="also this many 4-s clips of one actor in random poses (per actor size)")
-    ap.add_argument("--iterations", type=int, default=10000)
+    ap.add_argument("--iterations", type=int, default=20000)
+    ap.add_argument("--no-mirror", action="store_true",
+                    help="do not add the mirror image of every training frame")
     ap.add_argument("--channels", type=int, default=192, help="MODEL.RELOC.POSE.CHANNELS")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", default="output/pose_head")
@@ -56,6 +58,8 @@ def main(argv=None) -> int:
     for k, tier in enumerate(("easy", "hard")):  # large and small actors
         train += plan_clips(args.seed + k, [RANDOM_POSE], args.random_clips // 2, 4, tier)
     samples = render_pose_samples(train, SIZE, args.per_second, seed=args.seed)
+    if not args.no_mirror:
+        samples = with_mirror_images(samples)
     held_out = render_pose_samples(val, SIZE, 1, seed=args.seed + 1)
     trunk = EfficientNetLiteBackbone(weights="model_zoo:efficientnet_lite0", mirror_average=False)
     feats = trunk_features(trunk, samples.frames, MEAN, STD)
@@ -67,7 +71,8 @@ def main(argv=None) -> int:
     path = os.path.join(args.output, "pose_head.pth")
     with atomic_path(path) as tmp:
         torch.save(head.state_dict(), tmp)
-    metrics = {"frames": len(samples.frames), "tiers": args.tiers, "preset": args.preset,
+    metrics = {"frames": len(samples.frames), "mirror": not args.no_mirror, "tiers": args.tiers,
+               "preset": args.preset,
                "render_and_feature_seconds": round(t1 - t0, 1), "train_seconds": round(t2 - t1, 1),
                **losses, "val": evaluate_pose_head(head, val_feats, held_out)}
     write_json_atomic(os.path.join(args.output, "metrics.json"), metrics, indent=1)

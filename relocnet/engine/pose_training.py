@@ -21,9 +21,10 @@ import torch
 
 from ..data.synthetic.actions import JOINTS, LIFT
 from ..data.synthetic.scene import FPS, FRAME_H, FRAME_W, SceneRenderer, VideoPlan
-from ..modeling.backbone.pose import POSE_CHANNELS, PoseHead, pose_inputs, pose_targets_loss
+from ..modeling.backbone.pose import (POSE_CHANNELS, PoseHead, mirror_pose_channels, pose_inputs,
+                                      pose_targets_loss)
 
-__all__ = ["PoseSamples", "pose_vector", "render_pose_samples", "trunk_features",
+__all__ = ["PoseSamples", "pose_vector", "render_pose_samples", "with_mirror_images", "trunk_features",
            "train_pose_head", "evaluate_pose_head"]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,20 @@ def render_pose_samples(plans: Sequence[VideoPlan], size: Tuple[int, int], per_s
                 actors.append(a)
                 poses.append(p)
     return PoseSamples(np.stack(frames), np.stack(actors), np.stack(poses))
+
+
+def with_mirror_images(samples: PoseSamples) -> PoseSamples:
+    """The samples and their mirror images (frames flipped left-right, targets flipped and their
+    left and right limbs, lean and pelvis offset mirrored): the head sees every pose both ways,
+    as the mirror test of ``PoseMapBackbone`` does."""
+    width, cells = samples.frames.shape[2], samples.actor.shape[2]
+    if width != 16 * cells:
+        raise ValueError(f"mirror images need a frame width that is a multiple of 16 (the grid "
+                         f"flips onto itself), got {width} for {cells} cells")
+    pose = mirror_pose_channels(torch.from_numpy(samples.pose)).flip(-1).numpy()
+    return PoseSamples(np.concatenate([samples.frames, samples.frames[:, :, ::-1]]),
+                       np.concatenate([samples.actor, samples.actor[:, :, ::-1]]),
+                       np.concatenate([samples.pose, pose]))
 
 
 @torch.no_grad()

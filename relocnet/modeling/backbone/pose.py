@@ -43,12 +43,35 @@ from .micro import MICRO_REGISTRY
 
 __all__ = ["POSE_CHANNELS", "HEAD_CHANNELS", "pose_inputs", "pose_input_channels", "PoseHead",
            "pose_map", "PoseMapBackbone", "build_pose_map_backbone",
-           "PoseEnvelope", "PoseTrack", "joint_turns", "load_pose_head", "pose_targets_loss"]
+           "PoseEnvelope", "PoseTrack", "joint_turns", "load_pose_head", "pose_targets_loss",
+           "mirror_pose_channels", "mirror_head_outputs"]
 
 POSE_CHANNELS = 19  # sin, cos of the 9 joint angles (limbs + lean), and the lift
 # after the pose: the horizontal offset of the actor's pelvis from the cell, in body heights (the
 # difference of two frames at one cell is how far the actor moved: side steps, walks)
 HEAD_CHANNELS = 1 + POSE_CHANNELS + 1
+
+
+# the joints of a pose vector (actions.JOINTS: L_SH, L_EL, R_SH, R_EL, L_HIP, L_KNEE, R_HIP, R_KNEE,
+# LEAN) in the mirror image: left and right swap (angles are in a mirrored convention, so a
+# joint's angle is its mirror twin's: actions.mirror_pose); the lean's sine changes sign
+_MIRROR_JOINTS = (2, 3, 0, 1, 6, 7, 4, 5, 8)
+
+
+def mirror_pose_channels(pose: torch.Tensor) -> torch.Tensor:
+    """(N, POSE_CHANNELS + 1, ...) pose vectors and pelvis offsets -> those of the same actors in
+    the mirror image (the channels only; nothing is flipped spatially)."""
+    j = (POSE_CHANNELS - 1) // 2
+    perm = torch.tensor(_MIRROR_JOINTS, device=pose.device)
+    sin, cos = pose[:, :j].index_select(1, perm), pose[:, j : 2 * j].index_select(1, perm)
+    sin = torch.cat([sin[:, :-1], -sin[:, -1:]], dim=1)  # the lean
+    return torch.cat([sin, cos, pose[:, 2 * j : POSE_CHANNELS], -pose[:, POSE_CHANNELS:]], dim=1)
+
+
+def mirror_head_outputs(out: torch.Tensor) -> torch.Tensor:
+    """(N, HEAD_CHANNELS, h, w) head outputs of a frame -> the outputs that describe its mirror
+    image (flipped left-right, limbs and directions mirrored)."""
+    return torch.cat([out[:, :1], mirror_pose_channels(out[:, 1:])], dim=1).flip(-1)
 
 
 def pose_inputs(trunk_out: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -112,10 +135,17 @@ class PoseMapBackbone(Backbone):
     PoseHead."""
 
     @configurable
-    def __init__(self, *, trunk: EfficientNetLiteBackbone, head: PoseHead, frozen: bool = True):
+    def __init__(self, *, trunk: EfficientNetLiteBackbone, head: PoseHead, frozen: bool = True,
+                 mirror_test: bool = False):
+        """
+        Args:
+            mirror_test: average the head's outputs with those of the mirror image of each frame,
+                mirrored back (``mirror_head_outputs``): the poses become exactly mirror-
+                equivariant, at twice the compute.
+        """
         super().__init__()
         self.trunk, self.head = trunk, head
-        self.frozen = frozen
+        self.frozen, self.mirror_test = frozen, mirror_test
         if frozen:
             self.head.eval()
             for p in self.head.parameters():
@@ -132,7 +162,8 @@ class PoseMapBackbone(Backbone):
         head = PoseHead(pose_input_channels(trunk), r.POSE.CHANNELS)
         if r.POSE.WEIGHTS:
             load_pose_head(head, r.POSE.WEIGHTS)
-        return {"trunk": trunk, "head": head, "frozen": r.POSE.FROZEN}
+        return {"trunk": trunk, "head": head, "frozen": r.POSE.FROZEN,
+                "mirror_test": r.POSE.MIRROR_TEST}
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -146,7 +177,13 @@ class PoseMapBackbone(Backbone):
     def head_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, HEAD_CHANNELS, H/16, W/16) raw PoseHead outputs."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            return self.head(pose_inputs(self.trunk(x)))
+            if not self.mirror_test:
+                return self.head(pose_inputs(self.trunk(x)))
+            width = x.shape[-1]
+            if width % 16:  # the grid of the mirror image must fall on the frame's grid
+                x = F.pad(x, (0, 16 - width % 16, 0, 0), mode="replicate")
+            out = self.head(pose_inputs(self.trunk(torch.cat([x, x.flip(-1)]))))
+            return (out[: len(x)] + mirror_head_outputs(out[len(x) :])) / 2
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {"res4": pose_map(self.head_outputs(x))}

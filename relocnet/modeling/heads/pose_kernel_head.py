@@ -39,7 +39,7 @@ from torch import nn
 from ..backbone.pose import HEAD_CHANNELS, POSE_CHANNELS
 from .registry import RELOC_HEAD_REGISTRY, RelocHead
 
-__all__ = ["PoseKernelHead", "actor_region_box"]
+__all__ = ["PoseKernelHead", "PoseSequenceHead", "PoseKeyframeHead", "actor_region_box"]
 
 JOINTS = (POSE_CHANNELS - 1) // 2  # sin, cos of each joint, then the lift
 
@@ -131,15 +131,20 @@ class PoseKernelHead(RelocHead):
         h = cfg.MODEL.RELOC.HEAD
         return {"frames": frames, "scale": h.SCALE, "offset": h.OFFSET}
 
+    def _parts(self, x: torch.Tensor):
+        """The frames a variant compares: all of them (``_split``)."""
+        return _split(x, self.frames)
+
     def query_track(self, query: torch.Tensor):
         """(D, n*21, S, S) -> per query second and frame the actor's unit joint vectors
         (D, n, 2J), lift (D, n) and speed (D,): ``a``-weighted means over locations."""
-        a, unit, lift, _, offset = _split(query, self.frames)
+        a, unit, lift, _, offset = self._parts(query)
         w = a / a.sum(dim=2, keepdim=True).clamp(min=1e-6)
         unit_q = _unit((unit * w.unsqueeze(2)).sum(dim=3), dim=2)
         both = a[:, 0] * a[:, -1]  # locations on the actor in the first and the last frame
         moved = ((offset[:, -1] - offset[:, 0]) * both).sum(1) / both.sum(1).clamp(min=1e-6)
-        return unit_q, (lift * w).sum(dim=2), moved * self.frames / max(self.frames - 1, 1)
+        frames = a.shape[1]
+        return unit_q, (lift * w).sum(dim=2), moved * frames / max(frames - 1, 1)
 
     def second_features(self, rois: torch.Tensor) -> torch.Tensor:
         """(N, n * (2J + 1) + 1): the actor's joint vectors and lift in every frame and its speed
@@ -147,21 +152,30 @@ class PoseKernelHead(RelocHead):
         unit, lift, speed = self.query_track(rois)
         return torch.cat([unit.flatten(1), lift, speed[:, None]], dim=1)
 
-    def _frame_scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """(P, n, L, D): per reference frame and location, ``a`` times the kernel similarity to
-        the best frame of each query second."""
-        a, unit, lift, speed, _ = _split(ref, self.frames)  # (P, n, L), (P, n, 2J, L), ..., (P, L)
+    def _similarity(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """(P, n, L, D, m): ``a`` at a reference frame's location times the kernel similarity of
+        its pose to frame j of query second d."""
+        a, unit, lift, speed, _ = self._parts(ref)  # (P, n, L), (P, n, 2J, L), ..., (P, L)
         unit_q, lift_q, speed_q = self.query_track(query)  # (D, m, 2J), (D, m), (D,)
         cos = torch.einsum("pkel,dme->pkldm", unit, unit_q) / JOINTS  # mean cos over joints
         dist = (1.0 - cos) + (lift[:, :, :, None, None] - lift_q[None, None, None]) ** 2
         dist = dist + self.log_speed_weight.exp() * (
             speed[:, None, :, None, None] - speed_q[None, None, None, :, None]) ** 2
-        sim = torch.exp(-dist / self.log_sigma.exp()).amax(dim=4)  # best query frame: (P, n, L, D)
-        return a.unsqueeze(3) * sim
+        return a[:, :, :, None, None] * torch.exp(-dist / self.log_sigma.exp())
+
+    def _frame_scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """(P, n, L, D): per reference frame and location, ``a`` times the kernel similarity to
+        the best frame of each query second."""
+        return self._similarity(ref, query).amax(dim=4)
 
     def scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """(P, D) scores in [0, 1]: per reference frame the best location, mean over frames."""
         return self._frame_scores(ref, query).amax(dim=2).mean(dim=1)
+
+    def location_scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """(P, L): how well the actor at each location matches (any query second), its frames
+        scored at that location only."""
+        return self._frame_scores(ref, query).mean(dim=1).amax(dim=2)
 
     def actor_boxes(self, ref: torch.Tensor, query: torch.Tensor
                     ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +183,7 @@ class PoseKernelHead(RelocHead):
         boxes as fractions of the frame (x1, y1, x2, y2). The actor is the location whose frames
         match the query best on average (any query second); its box is the region of the
         keyframe's actor map around it (``actor_region_box``)."""
-        per_location = self._frame_scores(ref, query).mean(dim=1).amax(dim=2)  # (P, L)
+        per_location = self.location_scores(ref, query)
         best = per_location.argmax(dim=1)
         s = ref.shape[-1]
         a_key = ref.reshape(ref.shape[0], self.frames, HEAD_CHANNELS, ref.shape[-2], s)[
@@ -181,3 +195,55 @@ class PoseKernelHead(RelocHead):
     def forward(self, ref: torch.Tensor, query: torch.Tensor
                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         return self.scale * (self.scores(ref, query) - self.offset), None
+
+
+def _aligned(frames: torch.Tensor) -> torch.Tensor:
+    """(N, n, F) similarities of n frames to F query frames in order -> (N,): the mean over the n
+    frames of the similarity to the aligned query frame, at the best shift; any query frame
+    when the query is shorter than n frames."""
+    n, total = frames.shape[1], frames.shape[2]
+    if total < n:
+        return frames.amax(dim=2).mean(dim=1)
+    shifts = torch.arange(total - n + 1)[:, None] + torch.arange(n)[None]  # (shifts, n)
+    return frames[:, torch.arange(n)[None], shifts].mean(dim=2).amax(dim=1)
+
+
+@RELOC_HEAD_REGISTRY.register()
+class PoseSequenceHead(PoseKernelHead):
+    """The kernel of ``PoseKernelHead`` with the query's frames in order: a reference second
+    matches when its n frames match n *consecutive* frames of the query, at the best shift over
+    the whole query (all its seconds, in order), not each reference frame its best query frame
+    anywhere in a second. The order of the movements counts, over the query's whole length, so
+    order and rhythm twins (``punch_llr`` / ``punch_rrl``: the same punches in another order;
+    ``raise_left_first`` / ``raise_right_first``) no longer match each other. Logits (P, 1): one
+    query object, the whole query; the query's seconds must come in order (QUERY_POOLING
+    "seconds", no QUERY_CROPS)."""
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int, box_reg: bool = False):
+        r = cfg.MODEL.RELOC
+        if r.QUERY_POOLING != "seconds" or len(r.QUERY_CROPS):
+            raise ValueError("MODEL.RELOC.HEAD.NAME PoseSequenceHead reads the query's seconds in "
+                             "order: set MODEL.RELOC.QUERY_POOLING 'seconds' and QUERY_CROPS []")
+        return super().from_config(cfg, in_channels, box_reg)
+
+    def scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """(P, 1): per shift of the reference second's frames along the query's, the mean over
+        frames of the best location's similarity to the aligned query frame; the best shift."""
+        return _aligned(self._similarity(ref, query).amax(dim=2).flatten(2))[:, None]
+
+    def location_scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """(P, L): the aligned score of the actor at each location."""
+        sim = self._similarity(ref, query).flatten(3)  # (P, n, L, D * m)
+        return _aligned(sim.transpose(1, 2).flatten(0, 1)).view(sim.shape[0], sim.shape[2])
+
+
+@RELOC_HEAD_REGISTRY.register()
+class PoseKeyframeHead(PoseKernelHead):
+    """Ablation V_corr|s of the pose-track model: the kernel on the keyframe (the middle frame) of
+    each second only, so no motion: one pose per second, no speed."""
+
+    def _parts(self, x: torch.Tensor):
+        k = self.frames // 2
+        x = x.reshape(x.shape[0], self.frames, HEAD_CHANNELS, *x.shape[2:])[:, k : k + 1]
+        return _split(x.flatten(1, 2), 1)
