@@ -189,7 +189,7 @@ def predict_cached_boxes(model, data: FeatureSet, frame_sizes: Dict[str, Sequenc
     Entries as in a spatio-temporal prediction file."""
     if not hasattr(model.head, "actor_boxes"):
         raise ValueError(f"{type(model.head).__name__} does not locate actors: spatio-temporal "
-                         f"pairs need a head with actor_boxes (PoseKernelHead)")
+                         f"pairs need a head with actor_boxes (the pose-kernel heads)")
     model.eval()
     out = {}
     for q in data.queries:

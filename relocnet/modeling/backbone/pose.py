@@ -26,8 +26,12 @@ Branches (registered; chosen by MODEL.RELOC.SPATIAL_NAME / MODEL.RELOC.MICRO.NAM
   and how fast it turns: what tells motion-only twins apart); the max over micro sub-clips
   (eq. 4) keeps them over the whole second. 58 channels.
 - ``PoseTrack`` micro branch: the raw head outputs of every frame of the second, in order (actor
-  probability, pose, pelvis offset: 21 channels per frame), for ``PoseKernelHead``: the shipped
-  SynthReloc model. Unlike eq. 3 nothing is pooled over time.
+  probability, pose, pelvis offset: 21 channels per frame), for the pose-kernel heads
+  (``PoseSequenceHead``: the shipped SynthReloc model). Unlike eq. 3 nothing is pooled over time.
+
+``MODEL.RELOC.POSE.MIRROR_TEST`` also runs the head on each frame's mirror image and averages the
+mirrored-back outputs with the direct ones (``mirror_head_outputs``); ``tools/train_pose.py``
+trains on every frame and its mirror image (``with_mirror_images``).
 """
 from typing import Dict
 
@@ -182,8 +186,8 @@ class PoseMapBackbone(Backbone):
             width = x.shape[-1]
             if width % 16:  # the grid of the mirror image must fall on the frame's grid
                 x = F.pad(x, (0, 16 - width % 16, 0, 0), mode="replicate")
-            out = self.head(pose_inputs(self.trunk(torch.cat([x, x.flip(-1)]))))
-            return (out[: len(x)] + mirror_head_outputs(out[len(x) :])) / 2
+            out = self.head(pose_inputs(self.trunk(x)))  # one pass after the other: flat memory
+            return (out + mirror_head_outputs(self.head(pose_inputs(self.trunk(x.flip(-1)))))) / 2
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {"res4": pose_map(self.head_outputs(x))}
@@ -236,7 +240,7 @@ class PoseTrack(nn.Module):
     """(M, 3, n, H, W) -> (M, n * HEAD_CHANNELS, H/16, W/16): per location and frame, in frame
     order, the actor probability, the pose (19) and the pelvis offset (in body heights). Nothing
     is pooled over time: the poses of every frame of the second and how far the actor moved
-    (the offset's change at a location) are kept for ``PoseKernelHead``. Use it with NUM_MICRO 1
+    (the offset's change at a location) are kept for the pose-kernel heads. Use it with NUM_MICRO 1
     (one sub-clip per second), so that the max over sub-clips (eq. 4) is the identity."""
 
     min_frames = 2
