@@ -279,23 +279,31 @@ def test_actor_region_box_follows_the_actor_map():
     assert no_actor.tolist() == pytest.approx([0.4, 0.25, 0.6, 0.5])
 
 
-def test_spatio_temporal_detections_from_cached_pose_tracks():
-    """predict_cached_boxes: one detection per reference second, in the reference's pixels;
-    heads that do not locate actors are refused."""
+def _cached_spatio_temporal_pairs(config_name: str, n: int):
+    """(cfg, model with the untrained kernel, the tiny set's first ``n`` spatio-temporal test
+    pairs, their cached features)."""
     from relocnet.data.pairs import load_pairs
-    from relocnet.engine.cached_training import build_pair_feature_set, predict_cached_boxes
+    from relocnet.engine.cached_training import build_pair_feature_set
     from relocnet.engine.inference import load_model
     from relocnet.engine.setup import setup_cfg
 
     torch.set_num_threads(2)
-    config = CONFIG.replace("relocnet_pose_cpu", "relocnet_posetrack_cpu")
+    config = os.path.join(os.path.dirname(CONFIG), config_name + ".yaml")
     cfg = setup_cfg(argparse.Namespace(config_file=config, opts=[]), log=False)
     model = load_model(cfg, "")
     v = cfg.INPUT.VIDEO
     pair_file = os.path.join(DATA, "pairs", "spatio_temporal_test.json")
-    pairs = load_pairs(pair_file)["pairs"][:2]
     data = build_pair_feature_set(model, [pair_file], fps=v.FPS, size=(v.HEIGHT, v.WIDTH))
-    data.queries = data.queries[:2]
+    data.queries = data.queries[:n]
+    return cfg, model, load_pairs(pair_file)["pairs"][:n], data
+
+
+def test_spatio_temporal_detections_from_cached_pose_tracks():
+    """predict_cached_boxes: one detection per reference second, in the reference's pixels;
+    heads that do not locate actors are refused."""
+    from relocnet.engine.cached_training import predict_cached_boxes
+
+    _, model, pairs, data = _cached_spatio_temporal_pairs("relocnet_posetrack_cpu_temporal", 2)
     preds = predict_cached_boxes(model, data, {str(p["pair_id"]): (160, 120) for p in pairs})
     for p in pairs:
         dets = preds[str(p["pair_id"])]
@@ -385,3 +393,45 @@ def test_sequence_head_tells_order_twins_apart_and_keyframe_head_ignores_motion(
         "MODEL.RELOC.QUERY_CROPS", "[[0.0, 0.0, 0.5, 0.5]]"]), log=False)
     with pytest.raises(ValueError, match="in order"):
         PoseSequenceHead(cfg, in_channels=8 * 21)
+
+
+def test_pose_track_spatio_temporal_model_streams_the_cached_detections():
+    """RelocPoseTrack (`relocnet relocalize` with query boxes and the pose-track ST config): one
+    detection per reference second, the same as the cached path (predict_cached_boxes) for a
+    full-frame query; with a query box the query is that region."""
+    from relocnet.data.pairs import resolve_video
+    from relocnet.engine.cached_training import predict_cached_boxes
+    from relocnet.engine.inference import load_model, prepare_query, relocalize
+    from relocnet.engine.setup import setup_cfg
+    from relocnet.evaluation.predictions import entries_from_output
+
+    cfg, model, (pair,), data = _cached_spatio_temporal_pairs("relocnet_posetrack_cpu_st", 1)
+    v = cfg.INPUT.VIDEO
+    pair_file = os.path.join(DATA, "pairs", "spatio_temporal_test.json")
+    config = CONFIG.replace("relocnet_pose_cpu_temporal", "relocnet_posetrack_cpu_st")
+    cached = predict_cached_boxes(model, data, {pair["pair_id"]: (160, 120)})[pair["pair_id"]]
+    qpath = resolve_video(pair_file, pair["query"]["video"])
+    ref = resolve_video(pair_file, pair["reference"]["video"])
+    size = (v.HEIGHT, v.WIDTH)
+    query, _, _ = prepare_query(qpath, fps=v.FPS, size=size, query_seconds=v.QUERY_SECONDS)
+    out = relocalize(model, query, ref, fps=v.FPS, size=size).outputs
+    streamed = entries_from_output(out, "spatio_temporal")
+    assert [d["second"] for d in streamed] == [d["second"] for d in cached] == list(range(7))
+    for s, c in zip(streamed, cached):
+        assert s["box"] == pytest.approx(c["box"], abs=1e-3)
+        assert s["score"] == pytest.approx(c["score"], abs=1e-5)
+    boxes = {int(k): [b] for k, b in pair["query"]["boxes"].items()}
+    query, _, _ = prepare_query(qpath, fps=v.FPS, size=size, query_seconds=v.QUERY_SECONDS,
+                                boxes=boxes)
+    boxed = relocalize(model, query, ref, fps=v.FPS, size=size).outputs
+    assert len(boxed["instances"]) == 7 and not torch.allclose(boxed["second_scores"],
+                                                                 out["second_scores"])
+    b = boxed["instances"].pred_boxes.tensor
+    assert (b[:, 0] >= 0).all() and (b[:, 2] <= 160).all() and (b[:, 3] <= 120).all()
+    model.train()
+    with pytest.raises(ValueError, match="not trained end to end"):
+        model([])
+    bad = setup_cfg(argparse.Namespace(config_file=config, opts=["MODEL.RELOC.HEAD.NAME",
+                                                                 "ConcatHead"]), log=False)
+    with pytest.raises(ValueError, match="locates the matching actor"):
+        load_model(bad, "")

@@ -33,6 +33,11 @@ MODELS: Dict[str, Dict[str, str]] = {
         "config": "synthreloc/relocnet_posetrack_cpu_temporal.yaml",
         "weights": "relocnet_posetrack_cpu_temporal.pth",
     },
+    # the same model with the matching actor's box in every second (query boxes: the query actor)
+    "synthreloc_spatio_temporal": {
+        "config": "synthreloc/relocnet_posetrack_cpu_st.yaml",
+        "weights": "relocnet_posetrack_cpu_temporal.pth",
+    },
 }
 
 

@@ -1,11 +1,12 @@
-"""The two re-localization meta-architectures (META_ARCH_REGISTRY)."""
+"""The re-localization meta-architectures (META_ARCH_REGISTRY)."""
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from .common import RelocMetaArchBase
+from .reloc_pose_track import RelocPoseTrack
 from .reloc_rcnn import RelocRCNN
 from .reloc_temporal import RelocTemporal
 
-__all__ = ["RelocMetaArchBase", "RelocRCNN", "RelocTemporal", "model_task"]
+__all__ = ["RelocMetaArchBase", "RelocPoseTrack", "RelocRCNN", "RelocTemporal", "model_task"]
 
 
 def model_task(cfg) -> str:
