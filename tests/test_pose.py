@@ -428,9 +428,6 @@ def test_pose_track_spatio_temporal_model_streams_the_cached_detections():
                                                                  out["second_scores"])
     b = boxed["instances"].pred_boxes.tensor
     assert (b[:, 0] >= 0).all() and (b[:, 2] <= 160).all() and (b[:, 3] <= 120).all()
-    model.train()
-    with pytest.raises(ValueError, match="not trained end to end"):
-        model([])
     bad = setup_cfg(argparse.Namespace(config_file=config, opts=["MODEL.RELOC.HEAD.NAME",
                                                                  "ConcatHead"]), log=False)
     with pytest.raises(ValueError, match="locates the matching actor"):

@@ -6,7 +6,8 @@ detection: the matching actor's box from the head (``actor_boxes``: the keyframe
 around the location whose frames match the query best), scored by that location's match
 probability. The query's actor is the region of the query boxes (ROIAlign of the pose tracks at
 the boxes) or, without boxes, the whole frame. No RPN and no box regression: the pose head
-already says where every actor is.
+already says where every actor is. Training is RelocTemporal's (the per-second match loss of the
+kernel's few numbers; the shipped kernel is not trained, docs/RESULTS.md).
 """
 from typing import Any, Dict, List
 
@@ -21,7 +22,7 @@ __all__ = ["RelocPoseTrack"]
 
 @META_ARCH_REGISTRY.register()
 class RelocPoseTrack(RelocTemporal):
-    """RelocTemporal + one detection per reference second (inference only)."""
+    """RelocTemporal + one detection per reference second at inference."""
 
     task = "spatio_temporal"
 
@@ -35,12 +36,6 @@ class RelocPoseTrack(RelocTemporal):
             raise ValueError("MODEL.META_ARCHITECTURE RelocPoseTrack matches the query's actor: "
                              "set MODEL.RELOC.QUERY_CROPS []")
         return ret
-
-    def forward(self, batched_inputs: List[Dict[str, Any]]):
-        if self.training:
-            raise ValueError("RelocPoseTrack is not trained end to end: its pose head is trained by "
-                             "tools/train_pose.py, its kernel by tools/train_cached.py")
-        return super().forward(batched_inputs)
 
     def query_descriptor(self, pair: Dict[str, Any]) -> torch.Tensor:
         """The query's pose tracks at its boxes (every valid second, in order), or the whole
