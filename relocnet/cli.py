@@ -10,7 +10,8 @@
         [--config-file C --weights W] [--top-k K] [--cache-dir DIR | --no-cache] --output DIR
         [KEY VALUE ...]   (config overrides, as in detectron2's tools)
 
-Without boxes: temporal mode (a RelocTemporal config); with boxes: spatio-temporal (RelocRCNN).
+Without boxes: temporal mode (a RelocTemporal config); with boxes: spatio-temporal (RelocRCNN, or
+RelocPoseTrack: configs/synthreloc/relocnet_posetrack_cpu_st.yaml).
 Results go to DIR only when everything succeeded: they are written to DIR.tmp-* first, then
 renamed; DIR must be new, empty or an earlier result (relocnet/engine/output_dir.py), and one run
 at a time may write it. SIGTERM and Ctrl-C remove the temp directory. Problems print one line
@@ -26,7 +27,7 @@ import warnings
 from typing import Dict, List, Optional
 
 # The shipped defaults per mode, in one place (paths relative to the repository root).
-ARCHITECTURES = {"temporal": "RelocTemporal", "spatio_temporal": "RelocRCNN"}
+ARCHITECTURES = {"temporal": "RelocTemporal", "spatio_temporal": "RelocRCNN or RelocPoseTrack"}
 
 
 class CLIError(Exception):
