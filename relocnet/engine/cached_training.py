@@ -30,7 +30,8 @@ from ..data.self_supervised import augment_query, change_speed
 from ..data.video import probe_video, read_subclips
 
 __all__ = ["CachedQuery", "FeatureSet", "second_rois", "build_feature_set",
-           "build_pair_feature_set", "train_head", "predict_cached", "predict_cached_boxes", "pair_outputs"]
+           "build_pair_feature_set", "train_head", "predict_cached", "predict_cached_boxes",
+           "pair_outputs"]
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from ..data.synthetic.scene import FPS, FRAME_H, FRAME_W, SceneRenderer, VideoPl
 from ..modeling.backbone.pose import (POSE_CHANNELS, PoseHead, mirror_pose_channels, pose_inputs,
                                       pose_targets_loss)
 
-__all__ = ["PoseSamples", "pose_vector", "render_pose_samples", "with_mirror_images", "trunk_features",
-           "train_pose_head", "evaluate_pose_head"]
+__all__ = ["PoseSamples", "pose_vector", "render_pose_samples", "with_mirror_images",
+           "trunk_features", "train_pose_head", "evaluate_pose_head"]
 
 logger = logging.getLogger(__name__)
 LIFT_SCALE = 5.0  # lift is in body heights (0-0.2): scaled to the range of sin / cos

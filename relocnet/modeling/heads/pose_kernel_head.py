@@ -164,34 +164,42 @@ class PoseKernelHead(RelocHead):
             speed[:, None, :, None, None] - speed_q[None, None, None, :, None]) ** 2
         return a[:, :, :, None, None] * torch.exp(-dist / self.log_sigma.exp())
 
-    def _frame_scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """(P, n, L, D): per reference frame and location, ``a`` times the kernel similarity to
-        the best frame of each query second."""
-        return self._similarity(ref, query).amax(dim=4)
+    def _scores(self, sim: torch.Tensor) -> torch.Tensor:
+        """(P, D) from the similarity (P, n, L, D, m): per reference frame the best location and
+        the best frame of each query second, mean over the reference frames."""
+        return sim.amax(dim=4).amax(dim=2).mean(dim=1)
+
+    def _location_scores(self, sim: torch.Tensor) -> torch.Tensor:
+        """(P, L) from the similarity: how well the actor at each location matches (any query
+        second), its frames scored at that location only."""
+        return sim.amax(dim=4).mean(dim=1).amax(dim=2)
 
     def scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """(P, D) scores in [0, 1]: per reference frame the best location, mean over frames."""
-        return self._frame_scores(ref, query).amax(dim=2).mean(dim=1)
+        """(P, D) scores in [0, 1] (``_scores``)."""
+        return self._scores(self._similarity(ref, query))
 
-    def location_scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """(P, L): how well the actor at each location matches (any query second), its frames
-        scored at that location only."""
-        return self._frame_scores(ref, query).mean(dim=1).amax(dim=2)
-
-    def actor_boxes(self, ref: torch.Tensor, query: torch.Tensor
-                    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The matching actor of each reference second: ``(boxes (P, 4), probabilities (P,))``,
-        boxes as fractions of the frame (x1, y1, x2, y2). The actor is the location whose frames
-        match the query best on average (any query second); its box is the region of the
-        keyframe's actor map around it (``actor_region_box``)."""
-        per_location = self.location_scores(ref, query)
+    def detect(self, ref: torch.Tensor, query: torch.Tensor
+               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The match logits (P, D) of ``forward`` and the matching actor of each reference
+        second, ``boxes (P, 4)`` as fractions of the frame (x1, y1, x2, y2) and their
+        probabilities (P,), from one similarity tensor. The actor is the location whose frames
+        match the query best (``_location_scores``); its box is the region of the keyframe's actor
+        map around it (``actor_region_box``)."""
+        sim = self._similarity(ref, query)
+        per_location = self._location_scores(sim)
         best = per_location.argmax(dim=1)
         s = ref.shape[-1]
         a_key = ref.reshape(ref.shape[0], self.frames, HEAD_CHANNELS, ref.shape[-2], s)[
             :, self.frames // 2, 0]
         boxes = torch.stack([actor_region_box(a_key[p], int(best[p])) for p in range(len(best))])
         score = per_location.gather(1, best[:, None])[:, 0]
-        return boxes, torch.sigmoid(self.scale * (score - self.offset))
+        return (self.scale * (self._scores(sim) - self.offset), boxes,
+                torch.sigmoid(self.scale * (score - self.offset)))
+
+    def actor_boxes(self, ref: torch.Tensor, query: torch.Tensor
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(boxes (P, 4), probabilities (P,))`` of the matching actors (``detect``)."""
+        return self.detect(ref, query)[1:]
 
     def forward(self, ref: torch.Tensor, query: torch.Tensor
                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -228,14 +236,14 @@ class PoseSequenceHead(PoseKernelHead):
                              "order: set MODEL.RELOC.QUERY_POOLING 'seconds' and QUERY_CROPS []")
         return super().from_config(cfg, in_channels, box_reg)
 
-    def scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    def _scores(self, sim: torch.Tensor) -> torch.Tensor:
         """(P, 1): per shift of the reference second's frames along the query's, the mean over
         frames of the best location's similarity to the aligned query frame; the best shift."""
-        return _aligned(self._similarity(ref, query).amax(dim=2).flatten(2))[:, None]
+        return _aligned(sim.amax(dim=2).flatten(2))[:, None]
 
-    def location_scores(self, ref: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    def _location_scores(self, sim: torch.Tensor) -> torch.Tensor:
         """(P, L): the aligned score of the actor at each location."""
-        sim = self._similarity(ref, query).flatten(3)  # (P, n, L, D * m)
+        sim = sim.flatten(3)  # (P, n, L, D * m)
         return _aligned(sim.transpose(1, 2).flatten(0, 1)).view(sim.shape[0], sim.shape[2])
 
 

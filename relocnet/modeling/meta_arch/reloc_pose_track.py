@@ -2,7 +2,7 @@
 
 ``RelocTemporal``'s matching (per reference second the full-frame pose tracks against the query's,
 the segments decoded from the per-second match probabilities), and per reference second one
-detection: the matching actor's box from the head (``actor_boxes``: the keyframe's actor region
+detection: the matching actor's box from the head (``detect``: the keyframe's actor region
 around the location whose frames match the query best), scored by that location's match
 probability. The query's actor is the region of the query boxes (ROIAlign of the pose tracks at
 the boxes) or, without boxes, the whole frame. No RPN and no box regression: the pose head
@@ -29,9 +29,10 @@ class RelocPoseTrack(RelocTemporal):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        if not hasattr(ret["head"], "actor_boxes"):
-            raise ValueError(f"MODEL.META_ARCHITECTURE RelocPoseTrack needs a head that locates the "
-                             f"matching actor (a pose-kernel head), got {cfg.MODEL.RELOC.HEAD.NAME}")
+        if not hasattr(ret["head"], "detect"):
+            raise ValueError(f"MODEL.META_ARCHITECTURE RelocPoseTrack needs a head that locates "
+                             f"the matching actor (a pose-kernel head), got "
+                             f"{cfg.MODEL.RELOC.HEAD.NAME}")
         if ret["query_crops"]:
             raise ValueError("MODEL.META_ARCHITECTURE RelocPoseTrack matches the query's actor: "
                              "set MODEL.RELOC.QUERY_CROPS []")
@@ -50,8 +51,7 @@ class RelocPoseTrack(RelocTemporal):
         out = []
         for start, features in zip(chunk["starts"], chunk["features"]):
             rois = self.frame_rois(features.to(self.device), input_size)
-            logits, _ = self.head(rois, query)
-            boxes, probs = self.head.actor_boxes(rois, query)
+            logits, boxes, probs = self.head.detect(rois, query)
             values = torch.cat([logits.amax(dim=1, keepdim=True).sigmoid(), probs[:, None], boxes],
                                dim=1)
             out.extend((int(start) + t, v) for t, v in enumerate(values))
