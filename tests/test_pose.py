@@ -10,8 +10,8 @@ import torch
 
 from relocnet.data.synthetic.actions import R_SH, neutral_pose
 from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
-from relocnet.engine.pose_training import (evaluate_pose_head, pose_vector, render_pose_samples,
-                                           train_pose_head, trunk_features)
+from relocnet.engine.pose_training import (JOINT_NAMES, evaluate_pose_head, pose_vector,
+                                           render_pose_samples, train_pose_head, trunk_features)
 from relocnet.evaluation.learnability import pool_seconds, probe_accuracy, render_subclips
 from relocnet.modeling.backbone.pose import POSE_CHANNELS, PoseHead, joint_turns, pose_map
 
@@ -80,6 +80,8 @@ def test_pose_head_learns_rendered_frames():
     assert losses["loss_last"] < 0.6 * losses["loss_first"]
     metrics = evaluate_pose_head(head, feats, samples)
     assert metrics["actor_accuracy"] > 0.8
+    per_joint = metrics["median_error_deg_per_joint"]
+    assert list(per_joint) == list(JOINT_NAMES) and all(0 <= v <= 180 for v in per_joint.values())
 
 
 def test_probe_accuracy_separates_only_separable_features():

@@ -2,15 +2,16 @@
 """Train the pose head of the SynthReloc models on rendered training frames.
 
     python tools/train_pose.py [--tiers easy standard] [--preset small] [--per-second 4] \\
-        [--random-clips 400] [--channels 192] [--iterations 20000] [--no-mirror] [--output output/pose_head]
+        [--random-clips 400] [--random-seconds 4] [--channels 192] [--iterations 20000] \\
+        [--no-mirror] [--output output/pose_head]
 
 Frames of the *training* split's plans of each tier (their classes only; nothing is read from
 disk) and of clips of one actor in random poses (``random_pose``: every joint drifts on its own,
 so the head meets the joints in combinations no training class has) are rendered with every
 actor's box, joint angles and pelvis position (relocnet/engine/pose_training.py);
 the frozen EfficientNet-Lite0 runs once per frame and the head trains on the cache. Also scores
-the head on frames of the validation split (held-out classes). Writes ``pose_head.pth`` (load it
-with MODEL.RELOC.POSE.WEIGHTS) and ``metrics.json``.
+the head on frames of the validation split (held-out classes) and of new random-pose clips.
+Writes ``pose_head.pth`` (load it with MODEL.RELOC.POSE.WEIGHTS) and ``metrics.json``.
 """
 import argparse
 import json
@@ -39,7 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="small", choices=sorted(PRESETS))
     ap.add_argument("--per-second", type=int, default=4, help="frames rendered per second of video")
     ap.add_argument("--random-clips", type=int, default=400,
-                    help="also this many 4-s clips of one actor in random poses (per actor size)")
+                    help="also this many clips of one actor in random poses (half with large, half "
+                         "with small actors)")
+    ap.add_argument("--random-seconds", type=int, default=4, help="length of a random-pose clip")
     ap.add_argument("--iterations", type=int, default=20000)
     ap.add_argument("--no-mirror", action="store_true",
                     help="do not add the mirror image of every training frame")
@@ -56,14 +59,20 @@ def main(argv=None) -> int:
         train += plan_split(args.seed, "train", PRESETS[args.preset], tier)[0]
         val += plan_split(args.seed, "val", PRESETS[args.preset], tier)[0][:20]
     for k, tier in enumerate(("easy", "hard")):  # large and small actors
-        train += plan_clips(args.seed + k, [RANDOM_POSE], args.random_clips // 2, 4, tier)
+        train += plan_clips(args.seed + k, [RANDOM_POSE], args.random_clips // 2,
+                            args.random_seconds, tier)
     samples = render_pose_samples(train, SIZE, args.per_second, seed=args.seed)
     if not args.no_mirror:
         samples = with_mirror_images(samples)
     held_out = render_pose_samples(val, SIZE, 1, seed=args.seed + 1)
+    # new random poses (other clips than the training ones): does the head estimate poses, or
+    # recognize the training classes' pose sequences?
+    new_poses = render_pose_samples(plan_clips(args.seed + 100, [RANDOM_POSE], 50, 2, "easy"), SIZE,
+                                    2, seed=args.seed + 2)
     trunk = EfficientNetLiteBackbone(weights="model_zoo:efficientnet_lite0", mirror_average=False)
     feats = trunk_features(trunk, samples.frames, MEAN, STD)
     val_feats = trunk_features(trunk, held_out.frames, MEAN, STD)
+    new_feats = trunk_features(trunk, new_poses.frames, MEAN, STD)
     t1 = time.perf_counter()
     head = PoseHead(feats.shape[1], args.channels)
     losses = train_pose_head(head, feats, samples, iterations=args.iterations, batch_size=32)
@@ -72,9 +81,11 @@ def main(argv=None) -> int:
     with atomic_path(path) as tmp:
         torch.save(head.state_dict(), tmp)
     metrics = {"frames": len(samples.frames), "mirror": not args.no_mirror, "tiers": args.tiers,
-               "preset": args.preset,
+               "preset": args.preset, "random_clips": args.random_clips,
+               "random_seconds": args.random_seconds,
                "render_and_feature_seconds": round(t1 - t0, 1), "train_seconds": round(t2 - t1, 1),
-               **losses, "val": evaluate_pose_head(head, val_feats, held_out)}
+               **losses, "val": evaluate_pose_head(head, val_feats, held_out),
+               "new_random_poses": evaluate_pose_head(head, new_feats, new_poses)}
     write_json_atomic(os.path.join(args.output, "metrics.json"), metrics, indent=1)
     print(json.dumps(metrics))
     return 0

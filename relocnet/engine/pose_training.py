@@ -24,10 +24,13 @@ from ..data.synthetic.scene import FPS, FRAME_H, FRAME_W, SceneRenderer, VideoPl
 from ..modeling.backbone.pose import (POSE_CHANNELS, PoseHead, mirror_pose_channels, pose_inputs,
                                       pose_targets_loss)
 
-__all__ = ["PoseSamples", "pose_vector", "render_pose_samples", "with_mirror_images",
-           "trunk_features", "train_pose_head", "evaluate_pose_head"]
+__all__ = ["JOINT_NAMES", "PoseSamples", "pose_vector", "render_pose_samples",
+           "with_mirror_images", "trunk_features", "train_pose_head", "evaluate_pose_head"]
 
 logger = logging.getLogger(__name__)
+# the joints of a pose vector, in order (actions.JOINTS)
+JOINT_NAMES = ("l_shoulder", "l_elbow", "r_shoulder", "r_elbow", "l_hip", "l_knee", "r_hip",
+               "r_knee", "lean")
 LIFT_SCALE = 5.0  # lift is in body heights (0-0.2): scaled to the range of sin / cos
 
 
@@ -148,8 +151,9 @@ def train_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples, *
 
 
 @torch.no_grad()
-def evaluate_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples) -> Dict[str, float]:
-    """Actor-cell accuracy and the median joint-angle error (degrees) on the actor cells."""
+def evaluate_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples) -> Dict[str, object]:
+    """Actor-cell accuracy and the median joint-angle error (degrees) on the actor cells, over all
+    joints and per joint."""
     head.eval()
     out = torch.cat([head(feats[s : s + 256].float()) for s in range(0, len(feats), 256)])
     actor = torch.from_numpy(samples.actor) > 0.5
@@ -163,4 +167,6 @@ def evaluate_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples
     offset = (pred[:, POSE_CHANNELS] - target[:, POSE_CHANNELS])[actor].abs()
     return {"actor_accuracy": acc, "median_joint_error_deg": float(err.median()),
             "joint_error_deg_p90": float(err.flatten().quantile(0.9)) if err.numel() else 0.0,
+            "median_error_deg_per_joint": {name: float(err[:, j].median()) if err.numel() else 0.0
+                                           for j, name in enumerate(JOINT_NAMES)},
             "median_offset_error": float(offset.median()) if offset.numel() else 0.0}
