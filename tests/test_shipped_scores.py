@@ -23,7 +23,8 @@ def test_shipped_models_reproduce_their_reference_scores(tmp_path):
         [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     run = subprocess.run([sys.executable, os.path.join(REPO, "tools", "reference_scores.py"),
                           "--output", str(out), "--workdir", str(tmp_path),
-                          "--synthreloc", os.path.join(DATA, "synthreloc_tiny")],
+                          "--synthreloc", os.path.join(DATA, "synthreloc_tiny"),
+                          "--copy", os.path.join(DATA, "copy_bikes_crop_rotate.mp4")],
                          cwd=REPO, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     expected, got = dict(np.load(REFERENCE)), dict(np.load(out))
