@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from relocnet.data.synthetic.actions import R_SH, neutral_pose
+from relocnet.data.synthetic.actions import JOINT_NAMES, R_SH, neutral_pose
 from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
-from relocnet.engine.pose_training import (JOINT_NAMES, evaluate_pose_head, pose_vector,
-                                           render_pose_samples, train_pose_head, trunk_features)
+from relocnet.engine.pose_training import (evaluate_pose_head, pose_vector, render_pose_samples,
+                                           train_pose_head, trunk_features)
 from relocnet.evaluation.learnability import pool_seconds, probe_accuracy, render_subclips
 from relocnet.modeling.backbone.pose import POSE_CHANNELS, PoseHead, joint_turns, pose_map
 

@@ -2,8 +2,8 @@
 """Per-second scores of the shipped models on fixed inputs, for tests/test_shipped_scores.py.
 
 Inputs: the demo's real-footage copy (``bikes.mp4`` [4, 7) s, ``crop_rotate``, seed 0; kept in
-tests/data/copy_bikes_crop_rotate.mp4, written by OpenCV 5.0) and the
-5 held-out (test, then validation) pairs of a tiny SynthReloc (seed 0) of each task. The temporal model re-localizes
+tests/data/copy_bikes_crop_rotate.mp4, written by OpenCV 5.0) and the 5 held-out (test, then
+validation) pairs of a tiny SynthReloc (seed 0) of each task. The temporal model re-localizes
 the temporal pairs and the copy, the spatio-temporal model the spatio-temporal pairs, each both
 through ``model(...)`` on the mapper's inputs and through the streamed ``relocalize`` of
 ``relocnet relocalize``. Writes one array per (model, input, path) to an ``.npz``:

@@ -19,18 +19,15 @@ import cv2
 import numpy as np
 import torch
 
-from ..data.synthetic.actions import JOINTS, LIFT
+from ..data.synthetic.actions import JOINT_NAMES, JOINTS, LIFT
 from ..data.synthetic.scene import FPS, FRAME_H, FRAME_W, SceneRenderer, VideoPlan
 from ..modeling.backbone.pose import (POSE_CHANNELS, PoseHead, mirror_pose_channels, pose_inputs,
                                       pose_targets_loss)
 
-__all__ = ["JOINT_NAMES", "PoseSamples", "pose_vector", "render_pose_samples",
+__all__ = ["PoseSamples", "pose_vector", "render_pose_samples",
            "with_mirror_images", "trunk_features", "train_pose_head", "evaluate_pose_head"]
 
 logger = logging.getLogger(__name__)
-# the joints of a pose vector, in order (actions.JOINTS)
-JOINT_NAMES = ("l_shoulder", "l_elbow", "r_shoulder", "r_elbow", "l_hip", "l_knee", "r_hip",
-               "r_knee", "lean")
 LIFT_SCALE = 5.0  # lift is in body heights (0-0.2): scaled to the range of sin / cos
 
 
@@ -151,7 +148,8 @@ def train_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples, *
 
 
 @torch.no_grad()
-def evaluate_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples) -> Dict[str, object]:
+def evaluate_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples
+                       ) -> Dict[str, object]:
     """Actor-cell accuracy and the median joint-angle error (degrees) on the actor cells, over all
     joints and per joint."""
     head.eval()

@@ -18,12 +18,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 __all__ = ["L_SH", "L_EL", "R_SH", "R_EL", "L_HIP", "L_KNEE", "R_HIP", "R_KNEE", "LEAN", "LIFT",
-           "XOFF", "POSE_DIM", "JOINTS", "Instance", "ActionSpec", "ACTIONS", "IDLE", "action",
-           "neutral_pose", "pose_at", "mirror_pose", "pose_distance", "classes", "RANDOM_POSE"]
+           "XOFF", "POSE_DIM", "JOINTS", "JOINT_NAMES", "Instance", "ActionSpec", "ACTIONS", "IDLE",
+           "action", "neutral_pose", "pose_at", "mirror_pose", "pose_distance", "classes", "RANDOM_POSE"]
 
 L_SH, L_EL, R_SH, R_EL, L_HIP, L_KNEE, R_HIP, R_KNEE, LEAN, LIFT, XOFF = range(11)
 POSE_DIM = 11
 JOINTS = slice(0, 9)  # the angles (limbs + lean): what a single frame shows of the pose
+JOINT_NAMES = ("l_shoulder", "l_elbow", "r_shoulder", "r_elbow", "l_hip", "l_knee", "r_hip",
+               "r_knee", "lean")  # the angles of JOINTS, in order
 TAU = 2 * math.pi
 
 
