@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from relocnet.data.synthetic.actions import JOINT_NAMES, R_SH, neutral_pose
+from relocnet.data.synthetic.actions import (JOINT_NAMES, R_SH, RANDOM_POSE, RANDOM_POSE_FOLDED,
+                                             Instance, classes, folded_arms, neutral_pose,
+                                             pose_at)
 from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, pose_vector, render_pose_samples,
                                            train_pose_head, trunk_features)
@@ -82,6 +84,26 @@ def test_pose_head_learns_rendered_frames():
     assert metrics["actor_accuracy"] > 0.8
     per_joint = metrics["median_error_deg_per_joint"]
     assert list(per_joint) == list(JOINT_NAMES) and all(0 <= v <= 180 for v in per_joint.values())
+
+
+def test_random_folded_poses_fold_forearms_in_front_of_the_body():
+    rng = np.random.default_rng(0)
+    times = np.linspace(0, 2, 9)
+
+    def poses(name):
+        return np.stack([pose_at(name, t, Instance(phase=float(rng.random()))) for _ in range(100)
+                         for t in times])
+
+    folded, plain = poses(RANDOM_POSE_FOLDED), poses(RANDOM_POSE)
+    assert np.isfinite(folded).all()
+    assert folded_arms(folded).mean() > 0.5 > 0.15 > folded_arms(plain).mean()
+    both = folded_arms(folded).all(-1).mean()
+    assert 0.2 < both < 0.7  # arms fold independently: one folded arm, both, or none
+    # a drill for the pose head, never a query class
+    assert RANDOM_POSE_FOLDED not in {a.name for a in classes()}
+    same = Instance(phase=0.3)
+    np.testing.assert_array_equal(pose_at(RANDOM_POSE_FOLDED, 0.5, same),
+                                  pose_at(RANDOM_POSE_FOLDED, 0.5, same))
 
 
 def test_probe_accuracy_separates_only_separable_features():

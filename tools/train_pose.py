@@ -2,15 +2,17 @@
 """Train the pose head of the SynthReloc models on rendered training frames.
 
     python tools/train_pose.py [--tiers easy standard] [--preset small] [--per-second 4] \\
-        [--random-clips 400] [--random-seconds 4] [--channels 192] [--iterations 20000] \\
-        [--no-mirror] [--output output/pose_head]
+        [--random-clips 400] [--random-seconds 4] [--folded-clips 0] [--channels 192] \\
+        [--iterations 20000] [--no-mirror] [--output output/pose_head]
 
 Frames of the *training* split's plans of each tier (their classes only; nothing is read from
 disk) and of clips of one actor in random poses (``random_pose``: every joint drifts on its own,
-so the head meets the joints in combinations no training class has) are rendered with every
-actor's box, joint angles and pelvis position (relocnet/engine/pose_training.py);
+so the head meets the joints in combinations no training class has) and, with --folded-clips,
+of random poses with forearms folded in front of the body (``random_pose_folded``) are rendered
+with every actor's box, joint angles and pelvis position (relocnet/engine/pose_training.py);
 the frozen EfficientNet-Lite0 runs once per frame and the head trains on the cache. Also scores
-the head on frames of the validation split (held-out classes) and of new random-pose clips.
+the head on frames of the validation split (held-out classes) and of new clips of both kinds of
+random poses.
 Writes ``pose_head.pth`` (load it with MODEL.RELOC.POSE.WEIGHTS) and ``metrics.json``.
 """
 import argparse
@@ -22,7 +24,7 @@ import time
 
 import torch
 
-from relocnet.data.synthetic.actions import RANDOM_POSE
+from relocnet.data.synthetic.actions import RANDOM_POSE, RANDOM_POSE_FOLDED
 from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, render_pose_samples,
                                            train_pose_head, trunk_features, with_mirror_images)
@@ -43,6 +45,8 @@ def main(argv=None) -> int:
                     help="also this many clips of one actor in random poses (half with large, half "
                          "with small actors)")
     ap.add_argument("--random-seconds", type=int, default=4, help="length of a random-pose clip")
+    ap.add_argument("--folded-clips", type=int, default=0,
+                    help="also this many 2 s clips of random poses with folded forearms")
     ap.add_argument("--iterations", type=int, default=20000)
     ap.add_argument("--no-mirror", action="store_true",
                     help="do not add the mirror image of every training frame")
@@ -61,6 +65,7 @@ def main(argv=None) -> int:
     for k, tier in enumerate(("easy", "hard")):  # large and small actors
         train += plan_clips(args.seed + k, [RANDOM_POSE], args.random_clips // 2,
                             args.random_seconds, tier)
+        train += plan_clips(args.seed + 10 + k, [RANDOM_POSE_FOLDED], args.folded_clips // 2, 2, tier)
     samples = render_pose_samples(train, SIZE, args.per_second, seed=args.seed)
     if not args.no_mirror:
         samples = with_mirror_images(samples)
@@ -69,10 +74,13 @@ def main(argv=None) -> int:
     # recognize the training classes' pose sequences?
     new_poses = render_pose_samples(plan_clips(args.seed + 100, [RANDOM_POSE], 50, 2, "easy"), SIZE,
                                     2, seed=args.seed + 2)
+    new_folded = render_pose_samples(plan_clips(args.seed + 110, [RANDOM_POSE_FOLDED], 50, 2, "easy"),
+                                     SIZE, 2, seed=args.seed + 3)
     trunk = EfficientNetLiteBackbone(weights="model_zoo:efficientnet_lite0", mirror_average=False)
     feats = trunk_features(trunk, samples.frames, MEAN, STD)
     val_feats = trunk_features(trunk, held_out.frames, MEAN, STD)
     new_feats = trunk_features(trunk, new_poses.frames, MEAN, STD)
+    folded_feats = trunk_features(trunk, new_folded.frames, MEAN, STD)
     t1 = time.perf_counter()
     head = PoseHead(feats.shape[1], args.channels)
     losses = train_pose_head(head, feats, samples, iterations=args.iterations, batch_size=32)
@@ -82,10 +90,11 @@ def main(argv=None) -> int:
         torch.save(head.state_dict(), tmp)
     metrics = {"frames": len(samples.frames), "mirror": not args.no_mirror, "tiers": args.tiers,
                "preset": args.preset, "random_clips": args.random_clips,
-               "random_seconds": args.random_seconds,
+               "random_seconds": args.random_seconds, "folded_clips": args.folded_clips,
                "render_and_feature_seconds": round(t1 - t0, 1), "train_seconds": round(t2 - t1, 1),
                **losses, "val": evaluate_pose_head(head, val_feats, held_out),
-               "new_random_poses": evaluate_pose_head(head, new_feats, new_poses)}
+               "new_random_poses": evaluate_pose_head(head, new_feats, new_poses),
+               "new_folded_poses": evaluate_pose_head(head, folded_feats, new_folded)}
     write_json_atomic(os.path.join(args.output, "metrics.json"), metrics, indent=1)
     print(json.dumps(metrics))
     return 0
