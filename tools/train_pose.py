@@ -34,6 +34,7 @@ from relocnet.utils.fileio import atomic_path, write_json_atomic
 
 SIZE = (128, 160)  # the SynthReloc configs' INPUT.VIDEO.HEIGHT / WIDTH
 MEAN = STD = [127.5] * 3  # EfficientNet-Lite inputs in [-1, 1]
+CLIP_S = 2  # folded-pose and scoring clips: the shortest clip plan_clips makes
 
 
 def main(argv=None) -> int:
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
                          "with small actors)")
     ap.add_argument("--random-seconds", type=int, default=4, help="length of a random-pose clip")
     ap.add_argument("--folded-clips", type=int, default=0,
-                    help="also this many 2 s clips of random poses with folded forearms")
+                    help="also this many clips of 2 s of random poses with folded forearms")
     ap.add_argument("--iterations", type=int, default=20000)
     ap.add_argument("--no-mirror", action="store_true",
                     help="do not add the mirror image of every training frame")
@@ -65,22 +66,21 @@ def main(argv=None) -> int:
     for k, tier in enumerate(("easy", "hard")):  # large and small actors
         train += plan_clips(args.seed + k, [RANDOM_POSE], args.random_clips // 2,
                             args.random_seconds, tier)
-        train += plan_clips(args.seed + 10 + k, [RANDOM_POSE_FOLDED], args.folded_clips // 2, 2, tier)
+        train += plan_clips(args.seed + 10 + k, [RANDOM_POSE_FOLDED], args.folded_clips // 2, CLIP_S,
+                            tier)
     samples = render_pose_samples(train, SIZE, args.per_second, seed=args.seed)
     if not args.no_mirror:
         samples = with_mirror_images(samples)
-    held_out = render_pose_samples(val, SIZE, 1, seed=args.seed + 1)
-    # new random poses (other clips than the training ones): does the head estimate poses, or
-    # recognize the training classes' pose sequences?
-    new_poses = render_pose_samples(plan_clips(args.seed + 100, [RANDOM_POSE], 50, 2, "easy"), SIZE,
-                                    2, seed=args.seed + 2)
-    new_folded = render_pose_samples(plan_clips(args.seed + 110, [RANDOM_POSE_FOLDED], 50, 2, "easy"),
-                                     SIZE, 2, seed=args.seed + 3)
+    # scored, not trained on: held-out classes, and new clips of both kinds of random poses (does
+    # the head estimate poses, or recognize the training classes' pose sequences?)
+    probes = {"val": render_pose_samples(val, SIZE, 1, seed=args.seed + 1)}
+    for k, (name, kind) in enumerate((("new_random_poses", RANDOM_POSE),
+                                      ("new_folded_poses", RANDOM_POSE_FOLDED))):
+        probes[name] = render_pose_samples(plan_clips(args.seed + 100 + 10 * k, [kind], 50, CLIP_S,
+                                                      "easy"), SIZE, 2, seed=args.seed + 2 + k)
     trunk = EfficientNetLiteBackbone(weights="model_zoo:efficientnet_lite0", mirror_average=False)
     feats = trunk_features(trunk, samples.frames, MEAN, STD)
-    val_feats = trunk_features(trunk, held_out.frames, MEAN, STD)
-    new_feats = trunk_features(trunk, new_poses.frames, MEAN, STD)
-    folded_feats = trunk_features(trunk, new_folded.frames, MEAN, STD)
+    probe_feats = {name: trunk_features(trunk, s.frames, MEAN, STD) for name, s in probes.items()}
     t1 = time.perf_counter()
     head = PoseHead(feats.shape[1], args.channels)
     losses = train_pose_head(head, feats, samples, iterations=args.iterations, batch_size=32)
@@ -92,9 +92,8 @@ def main(argv=None) -> int:
                "preset": args.preset, "random_clips": args.random_clips,
                "random_seconds": args.random_seconds, "folded_clips": args.folded_clips,
                "render_and_feature_seconds": round(t1 - t0, 1), "train_seconds": round(t2 - t1, 1),
-               **losses, "val": evaluate_pose_head(head, val_feats, held_out),
-               "new_random_poses": evaluate_pose_head(head, new_feats, new_poses),
-               "new_folded_poses": evaluate_pose_head(head, folded_feats, new_folded)}
+               **losses, **{name: evaluate_pose_head(head, probe_feats[name], s)
+                            for name, s in probes.items()}}
     write_json_atomic(os.path.join(args.output, "metrics.json"), metrics, indent=1)
     print(json.dumps(metrics))
     return 0
