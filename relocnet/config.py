@@ -120,6 +120,9 @@ def _add_head_config(_C: CN) -> None:
     _C.MODEL.RELOC.DECODER.NAME = "runs"  # "paper": first..last matched second | "runs"
     _C.MODEL.RELOC.DECODER.THRESHOLD = 0.5  # a second matches when its score exceeds this
     _C.MODEL.RELOC.DECODER.TOP_K = 5  # segments returned per pair
+    # spatio-temporal: the scores of detections in seconds outside the top segment are multiplied
+    # by this (1: the detections keep their own scores)
+    _C.MODEL.RELOC.DECODER.OUTSIDE_WEIGHT = 1.0
     # "found" when the top segment's match probability reaches this; a buffer of the model, so a
     # checkpoint's calibrated value (tools/calibrate.py) replaces it when the weights load
     _C.MODEL.RELOC.MATCH_THRESHOLD = 0.5

@@ -340,6 +340,36 @@ def test_spatio_temporal_detections_from_cached_pose_tracks():
         predict_cached_boxes(model, data, {})
 
 
+def test_detections_outside_the_top_segment_are_weighed_down():
+    """DECODER.OUTSIDE_WEIGHT: a detection keeps its match probability inside the pair's top
+    segment and is scaled by the weight in every other second; 1 leaves them all alone. The
+    weight must lie in [0, 1]."""
+    from detectron2.modeling import build_model
+
+    from relocnet.engine.cached_training import pair_outputs, predict_cached_boxes
+
+    cfg, model, pairs, data = _cached_spatio_temporal_pairs("relocnet_posetrack_cpu_temporal", 2)
+    assert cfg.MODEL.RELOC.DECODER.OUTSIDE_WEIGHT == 0.2  # the shipped pose-track configs
+    sizes = {str(p["pair_id"]): (160, 120) for p in pairs}
+    weighed = predict_cached_boxes(model, data, sizes)
+    model.outside_weight = 1.0
+    plain = predict_cached_boxes(model, data, sizes)
+    outside = 0
+    for q in data.queries:
+        start, end = pair_outputs(model, data.videos[q.video], q.rois)["segments"][0].tolist()
+        for w, p in zip(weighed[q.pair_id], plain[q.pair_id]):
+            assert w["box"] == p["box"]
+            inside = start <= w["second"] < end
+            outside += not inside
+            assert w["score"] == pytest.approx(p["score"] * (1.0 if inside else 0.2), abs=1e-6)
+    assert outside > 0  # the tiny references are longer than their top segments
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.RELOC.DECODER.OUTSIDE_WEIGHT = 1.5
+    with pytest.raises(ValueError, match="OUTSIDE_WEIGHT must be in"):
+        build_model(cfg)
+
+
 def test_mirror_channels_are_the_renderers_mirror_image():
     from relocnet.data.synthetic.actions import XOFF, mirror_pose
     from relocnet.modeling.backbone.pose import mirror_pose_channels

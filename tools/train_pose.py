@@ -2,13 +2,14 @@
 """Train the pose head of the SynthReloc models on rendered training frames.
 
     python tools/train_pose.py [--tiers easy standard] [--preset small] [--per-second 4] \\
-        [--random-clips 400] [--random-seconds 4] [--folded-clips 0] [--channels 192] \\
+        [--random-clips 400] [--random-seconds 4] [--folded-clips 2000] [--channels 192] \\
         [--iterations 20000] [--no-mirror] [--output output/pose_head]
 
 Frames of the *training* split's plans of each tier (their classes only; nothing is read from
 disk) and of clips of one actor in random poses (``random_pose``: every joint drifts on its own,
-so the head meets the joints in combinations no training class has) and, with --folded-clips,
-of random poses with forearms folded in front of the body (``random_pose_folded``) are rendered
+so the head meets the joints in combinations no training class has) and of random poses with
+forearms folded in front of the body (``random_pose_folded``: the training classes fold them too
+rarely for the head to learn the pose, docs/RESULTS.md) are rendered
 with every actor's box, joint angles and pelvis position (relocnet/engine/pose_training.py);
 the frozen EfficientNet-Lite0 runs once per frame and the head trains on the cache. Also scores
 the head on frames of the validation split (held-out classes) and of new clips of both kinds of
@@ -46,8 +47,9 @@ def main(argv=None) -> int:
                     help="also this many clips of one actor in random poses (half with large, half "
                          "with small actors)")
     ap.add_argument("--random-seconds", type=int, default=4, help="length of a random-pose clip")
-    ap.add_argument("--folded-clips", type=int, default=0,
-                    help="also this many clips of 2 s of random poses with folded forearms")
+    ap.add_argument("--folded-clips", type=int, default=2000,
+                    help="also this many clips of 2 s of random poses with folded forearms (half "
+                         "with large, half with small actors)")
     ap.add_argument("--iterations", type=int, default=20000)
     ap.add_argument("--no-mirror", action="store_true",
                     help="do not add the mirror image of every training frame")

@@ -186,15 +186,20 @@ def predict_cached_boxes(model, data: FeatureSet, frame_sizes: Dict[str, Sequenc
                          ) -> Dict[str, List[dict]]:
     """Spatio-temporal detections from cached features, for heads that locate the matching actor
     (``head.actor_boxes``: the pose-track model): one per reference second, its box in the
-    reference's pixels (``frame_sizes``: pair id -> (width, height)) and its match probability.
-    Entries as in a spatio-temporal prediction file."""
+    reference's pixels (``frame_sizes``: pair id -> (width, height)) and its match probability,
+    times DECODER.OUTSIDE_WEIGHT outside the pair's top segment (as the model's outputs weigh
+    them). Entries as in a spatio-temporal prediction file."""
     if not hasattr(model.head, "actor_boxes"):
         raise ValueError(f"{type(model.head).__name__} does not locate actors: spatio-temporal "
                          f"pairs need a head with actor_boxes (the pose-kernel heads)")
     model.eval()
     out = {}
     for q in data.queries:
-        boxes, probs = model.head.actor_boxes(data.videos[q.video], q.rois)
+        ref = data.videos[q.video]
+        boxes, probs = model.head.actor_boxes(ref, q.rois)
+        if model.outside_weight != 1.0:  # as the model's outputs weigh them (weigh_detections)
+            temporal = pair_outputs(model, ref, q.rois)
+            probs = probs * model.detection_weights(temporal["segments"], temporal["seconds"])
         w, h = frame_sizes[q.pair_id]
         boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype)
         out[q.pair_id] = [{"second": t, "box": [float(v) for v in b], "score": float(p)}

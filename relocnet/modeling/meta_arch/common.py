@@ -89,6 +89,7 @@ class RelocMetaArchBase(nn.Module):
         decoder_top_k: int,
         windows_per_batch: int = 4,
         match_threshold: float = 0.5,
+        decoder_outside_weight: float = 1.0,
     ):
         """
         Args:
@@ -103,6 +104,8 @@ class RelocMetaArchBase(nn.Module):
                 runs all windows of the batch in one call.
             match_threshold: the probability at which the best segment counts as found; a
                 persistent buffer, so a calibrated value travels with the weights.
+            decoder_outside_weight: spatio-temporal detections in seconds outside the top
+                segment have their scores multiplied by this (``weigh_detections``).
         """
         super().__init__()
         if input_format not in ("RGB", "BGR"):
@@ -125,6 +128,10 @@ class RelocMetaArchBase(nn.Module):
         self.reference_seconds = reference_seconds
         self.window_overlap = window_overlap
         self.decoder = dict(name=decoder_name, threshold=decoder_threshold, top_k=decoder_top_k)
+        if not 0.0 <= decoder_outside_weight <= 1.0:
+            raise ValueError(f"MODEL.RELOC.DECODER.OUTSIDE_WEIGHT must be in [0, 1], got "
+                             f"{decoder_outside_weight}")
+        self.outside_weight = float(decoder_outside_weight)
         self.windows_per_batch = windows_per_batch
         self.register_buffer("match_threshold", torch.tensor(float(match_threshold)))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1, 1), False)
@@ -151,6 +158,7 @@ class RelocMetaArchBase(nn.Module):
             decoder_threshold=r.DECODER.THRESHOLD,
             decoder_top_k=r.DECODER.TOP_K,
             match_threshold=r.MATCH_THRESHOLD,
+            decoder_outside_weight=r.DECODER.OUTSIDE_WEIGHT,
         )
 
     @property
@@ -363,3 +371,23 @@ class RelocMetaArchBase(nn.Module):
             "found": bool(probs[0] >= threshold),
             "match_threshold": threshold,
         }
+
+    def detection_weights(self, segments: torch.Tensor, seconds: torch.Tensor) -> torch.Tensor:
+        """(T,) factors of the detections' scores in ``seconds``: 1 inside the top segment
+        (``segments[0]``, ``[start, end)`` in seconds), DECODER.OUTSIDE_WEIGHT elsewhere. The
+        per-second detections then rank the seconds the decoder matched first, across pairs (a
+        second whose actor resembles the query's but lies apart from the best segment is
+        usually a false positive)."""
+        seconds = torch.as_tensor(seconds, dtype=torch.long)
+        start, end = segments[0].tolist()
+        inside = (seconds >= start) & (seconds < end)
+        return torch.where(inside, torch.tensor(1.0), torch.tensor(self.outside_weight))
+
+    def weigh_detections(self, out: Dict[str, Any]) -> Dict[str, Any]:
+        """``out["instances"].scores`` times ``detection_weights`` of their seconds (in place)."""
+        inst = out["instances"]
+        if self.outside_weight != 1.0 and len(inst):
+            factors = self.detection_weights(out["segments"], out["seconds"])
+            first = int(out["seconds"][0])
+            inst.scores = inst.scores * factors[inst.seconds - first].to(inst.scores.dtype)
+        return out

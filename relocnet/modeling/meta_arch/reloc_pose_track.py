@@ -67,7 +67,9 @@ class RelocPoseTrack(RelocTemporal):
 
     def outputs(self, results: List[Dict[str, Any]], seconds):
         """The temporal outputs of the per-second match probabilities, and ``instances``: one
-        detection per reference second (with its absolute ``seconds``)."""
+        detection per reference second (with its absolute ``seconds``), scored by its match
+        probability times ``detection_weights`` (DECODER.OUTSIDE_WEIGHT outside the top
+        segment)."""
         seconds = torch.as_tensor(seconds, dtype=torch.long)
         out = self.temporal_outputs(torch.stack([r["second_score"] for r in results]), seconds)
         instances = []
@@ -76,4 +78,4 @@ class RelocPoseTrack(RelocTemporal):
             inst.seconds = torch.full((len(inst),), t, dtype=torch.long)
             instances.append(inst)
         out["instances"] = Instances.cat(instances)
-        return out
+        return self.weigh_detections(out)

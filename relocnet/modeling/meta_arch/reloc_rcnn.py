@@ -162,7 +162,8 @@ class RelocRCNN(RelocMetaArchBase):
 
     def outputs(self, results: List[Instances], seconds):
         """Detections of every reference second (with their absolute ``seconds``), per-second
-        scores (a second's best detection, 0 without one) and decoded segments."""
+        scores (a second's best detection, 0 without one) and decoded segments; detection scores
+        outside the top segment times DECODER.OUTSIDE_WEIGHT (``weigh_detections``)."""
         seconds = torch.as_tensor(seconds, dtype=torch.long)
         second_scores = torch.zeros(len(results))
         for t, inst in enumerate(results):
@@ -171,7 +172,7 @@ class RelocRCNN(RelocMetaArchBase):
                 second_scores[t] = inst.scores.max()
         out = self.temporal_outputs(second_scores, seconds)
         out["instances"] = Instances.cat(results)
-        return out
+        return self.weigh_detections(out)
 
     def query_descriptor(self, pair: Dict[str, Any]) -> torch.Tensor:
         """The pooled query-box features (D, C, S, S) of one pair."""
