@@ -345,8 +345,10 @@ def test_detections_outside_the_top_segment_are_weighed_down():
     segment and is scaled by the weight in every other second; 1 leaves them all alone. The
     weight must lie in [0, 1]."""
     from detectron2.modeling import build_model
+    from detectron2.structures import Boxes, Instances
 
     from relocnet.engine.cached_training import pair_outputs, predict_cached_boxes
+    from relocnet.modeling.meta_arch import RelocPoseTrack
 
     cfg, model, pairs, data = _cached_spatio_temporal_pairs("relocnet_posetrack_cpu_temporal", 2)
     assert cfg.MODEL.RELOC.DECODER.OUTSIDE_WEIGHT == 0.2  # the shipped pose-track configs
@@ -363,6 +365,18 @@ def test_detections_outside_the_top_segment_are_weighed_down():
             outside += not inside
             assert w["score"] == pytest.approx(p["score"] * (1.0 if inside else 0.2), abs=1e-6)
     assert outside > 0  # the tiny references are longer than their top segments
+    # the streamed outputs: absolute seconds that do not start at 0, one detection per second
+    model.outside_weight = 0.2
+    probs = torch.tensor([0.1, 0.2, 0.9, 0.95, 0.9, 0.2])
+    seconds = torch.arange(10, 16)
+    results = [{"second_score": p, "instances": Instances(
+        (120, 160), pred_boxes=Boxes(torch.tensor([[0.0, 0.0, 10.0, 20.0]])),
+        scores=torch.tensor([0.5]), pred_classes=torch.zeros(1, dtype=torch.long))}
+        for p in probs]
+    out = RelocPoseTrack.outputs(model, results, seconds)
+    assert out["segments"][0].tolist() == [12.0, 15.0]
+    assert out["instances"].seconds.tolist() == list(range(10, 16))
+    assert out["instances"].scores.tolist() == pytest.approx([0.1, 0.1, 0.5, 0.5, 0.5, 0.1])
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.RELOC.DECODER.OUTSIDE_WEIGHT = 1.5

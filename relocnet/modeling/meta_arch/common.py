@@ -373,11 +373,11 @@ class RelocMetaArchBase(nn.Module):
         }
 
     def detection_weights(self, segments: torch.Tensor, seconds: torch.Tensor) -> torch.Tensor:
-        """(T,) factors of the detections' scores in ``seconds``: 1 inside the top segment
-        (``segments[0]``, ``[start, end)`` in seconds), DECODER.OUTSIDE_WEIGHT elsewhere. The
-        per-second detections then rank the seconds the decoder matched first, across pairs (a
-        second whose actor resembles the query's but lies apart from the best segment is
-        usually a false positive)."""
+        """(N,) factors of the scores of detections in ``seconds`` (N absolute seconds, any order
+        or gaps): 1 inside the top segment (``segments[0]``, ``[start, end)`` in seconds),
+        DECODER.OUTSIDE_WEIGHT elsewhere. The per-second detections then rank the seconds the
+        decoder matched first, across pairs (a second whose actor resembles the query's but lies
+        apart from the best segment is usually a false positive)."""
         seconds = torch.as_tensor(seconds, dtype=torch.long)
         start, end = segments[0].tolist()
         inside = (seconds >= start) & (seconds < end)
@@ -387,7 +387,6 @@ class RelocMetaArchBase(nn.Module):
         """``out["instances"].scores`` times ``detection_weights`` of their seconds (in place)."""
         inst = out["instances"]
         if self.outside_weight != 1.0 and len(inst):
-            factors = self.detection_weights(out["segments"], out["seconds"])
-            first = int(out["seconds"][0])
-            inst.scores = inst.scores * factors[inst.seconds - first].to(inst.scores.dtype)
+            factors = self.detection_weights(out["segments"], inst.seconds)
+            inst.scores = inst.scores * factors.to(inst.scores.dtype)
         return out
