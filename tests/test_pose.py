@@ -106,6 +106,29 @@ def test_random_folded_poses_fold_forearms_in_front_of_the_body():
                                   pose_at(RANDOM_POSE_FOLDED, 0.5, same))
 
 
+def test_random_bent_poses_half_bend_both_arms_in_front():
+    """random_pose_bent: both arms half bent in front of the body (shoulder -0.6 to 1.0 rad,
+    elbow -1.7 to -0.4 rad, as in a clap) far more often than in random_pose, which has them
+    in 2 % of its frames; a drill for the pose head, never a query class; deterministic."""
+    from relocnet.data.synthetic.actions import L_EL, L_SH, R_EL, R_SH, RANDOM_POSE_BENT
+
+    rng = np.random.default_rng(0)
+    times = np.linspace(0, 2, 9)
+
+    def both_in_front(name):
+        p = np.stack([pose_at(name, t, Instance(phase=float(rng.random()))) for _ in range(100)
+                      for t in times])
+        assert np.isfinite(p).all()
+        el, sh = p[:, [L_EL, R_EL]], p[:, [L_SH, R_SH]]
+        return ((el > -1.7) & (el < -0.4) & (sh > -0.6) & (sh < 1.0)).all(-1).mean()
+
+    assert both_in_front(RANDOM_POSE_BENT) > 0.3 > 0.05 > both_in_front(RANDOM_POSE)
+    assert RANDOM_POSE_BENT not in {a.name for a in classes()}
+    same = Instance(phase=0.3)
+    np.testing.assert_array_equal(pose_at(RANDOM_POSE_BENT, 0.5, same),
+                                  pose_at(RANDOM_POSE_BENT, 0.5, same))
+
+
 def test_probe_accuracy_separates_only_separable_features():
     rng = np.random.default_rng(0)
     labels = np.repeat(["a", "b", "c"], 40)

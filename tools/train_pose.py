@@ -2,7 +2,8 @@
 """Train the pose head of the SynthReloc models on rendered training frames.
 
     python tools/train_pose.py [--tiers easy standard] [--preset small] [--per-second 4] \\
-        [--random-clips 400] [--random-seconds 4] [--folded-clips 2000] [--channels 192] \\
+        [--random-clips 400] [--random-seconds 4] [--folded-clips 2000] [--bent-clips 0] \\
+        [--channels 192] \\
         [--iterations 20000] [--no-mirror] [--output output/pose_head]
 
 Frames of the *training* split's plans of each tier (their classes only; nothing is read from
@@ -25,7 +26,7 @@ import time
 
 import torch
 
-from relocnet.data.synthetic.actions import RANDOM_POSE, RANDOM_POSE_FOLDED
+from relocnet.data.synthetic.actions import RANDOM_POSE, RANDOM_POSE_BENT, RANDOM_POSE_FOLDED
 from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, render_pose_samples,
                                            train_pose_head, trunk_features, with_mirror_images)
@@ -50,6 +51,9 @@ def main(argv=None) -> int:
     ap.add_argument("--folded-clips", type=int, default=2000,
                     help="also this many clips of 2 s of random poses with folded forearms (half "
                          "with large, half with small actors)")
+    ap.add_argument("--bent-clips", type=int, default=0,
+                    help="also this many clips of 2 s of random poses with half-bent arms (a "
+                         "candidate, not the shipped recipe: docs/RESULTS.md, session 10)")
     ap.add_argument("--iterations", type=int, default=20000)
     ap.add_argument("--no-mirror", action="store_true",
                     help="do not add the mirror image of every training frame")
@@ -69,6 +73,8 @@ def main(argv=None) -> int:
         train += plan_clips(args.seed + k, [RANDOM_POSE], args.random_clips // 2,
                             args.random_seconds, tier)
         train += plan_clips(args.seed + 10 + k, [RANDOM_POSE_FOLDED], args.folded_clips // 2, CLIP_S,
+                            tier)
+        train += plan_clips(args.seed + 20 + k, [RANDOM_POSE_BENT], args.bent_clips // 2, CLIP_S,
                             tier)
     samples = render_pose_samples(train, SIZE, args.per_second, seed=args.seed)
     if not args.no_mirror:
@@ -93,6 +99,7 @@ def main(argv=None) -> int:
     metrics = {"frames": len(samples.frames), "mirror": not args.no_mirror, "tiers": args.tiers,
                "preset": args.preset, "random_clips": args.random_clips,
                "random_seconds": args.random_seconds, "folded_clips": args.folded_clips,
+               "bent_clips": args.bent_clips,
                "render_and_feature_seconds": round(t1 - t0, 1), "train_seconds": round(t2 - t1, 1),
                **losses, **{name: evaluate_pose_head(head, probe_feats[name], s)
                             for name, s in probes.items()}}

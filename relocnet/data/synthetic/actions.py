@@ -20,7 +20,7 @@ import numpy as np
 __all__ = ["L_SH", "L_EL", "R_SH", "R_EL", "L_HIP", "L_KNEE", "R_HIP", "R_KNEE", "LEAN", "LIFT",
            "XOFF", "POSE_DIM", "JOINTS", "JOINT_NAMES", "Instance", "ActionSpec", "ACTIONS", "IDLE",
            "action", "neutral_pose", "pose_at", "mirror_pose", "pose_distance", "classes", "RANDOM_POSE",
-           "RANDOM_POSE_FOLDED", "folded_arms"]
+           "RANDOM_POSE_FOLDED", "RANDOM_POSE_BENT", "folded_arms"]
 
 L_SH, L_EL, R_SH, R_EL, L_HIP, L_KNEE, R_HIP, R_KNEE, LEAN, LIFT, XOFF = range(11)
 POSE_DIM = 11
@@ -201,6 +201,28 @@ def _random_pose_folded(t, inst):
         if rng.random() < 0.7:
             p[sh] = rng.uniform(-0.7, 0.7) + 0.1 * math.sin(t * rng.uniform(1, 6))
             p[el] = rng.uniform(-2.4, -1.3) + 0.2 * math.sin(t * rng.uniform(1, 6))
+    return p
+
+
+RANDOM_POSE_BENT = "random_pose_bent"
+
+
+@register(RANDOM_POSE_BENT, "", "random_pose",
+          "random poses, arms often half bent in front of the body: pose-head training only")
+def _random_pose_bent(t, inst):
+    """``random_pose`` with each arm, with probability 0.7, between hanging and raised sideways
+    (shoulder -0.6 to 1.0 rad) and its elbow half bent towards the body (-1.7 to -0.4 rad), both
+    swinging at 0.5-2.5 Hz. ``random_pose`` has both arms half bent in front of the body in 2 % of
+    its frames, this in 40 %; ``random_pose_folded`` bends them deeper (docs/RESULTS.md, session
+    10: a candidate for the next pose head, ``train_pose.py --bent-clips 2000``)."""
+    p = _random_pose(t, inst)
+    rng = np.random.default_rng([int(inst.phase * 2 ** 31), 2])
+    for sh, el in ((L_SH, L_EL), (R_SH, R_EL)):
+        if rng.random() < 0.7:
+            p[sh] = rng.uniform(-0.6, 1.0) + rng.uniform(0, 0.4) * math.sin(
+                TAU * rng.uniform(0.5, 2.5) * t + rng.uniform(0, TAU))
+            p[el] = rng.uniform(-1.7, -0.4) + rng.uniform(0, 0.4) * math.sin(
+                TAU * rng.uniform(0.5, 2.5) * t + rng.uniform(0, TAU))
     return p
 
 
