@@ -177,28 +177,32 @@ def predict_cached(model, data: FeatureSet) -> Dict[str, dict]:
 def pair_outputs(model, ref: torch.Tensor, query: torch.Tensor) -> dict:
     """The temporal outputs of one pair from its per-second features: (T, C, S, S) reference,
     (V, C, S, S) query."""
-    pair_scores = model.head(ref, query)[0].sigmoid()
-    return model.temporal_outputs(pair_scores.amax(dim=1), torch.arange(len(ref)), pair_scores)
+    return _temporal_outputs(model, model.head(ref, query)[0])
+
+
+def _temporal_outputs(model, logits: torch.Tensor) -> dict:
+    """The temporal outputs of one pair from the head's (T, V) match logits."""
+    pair_scores = logits.sigmoid()
+    return model.temporal_outputs(pair_scores.amax(dim=1), torch.arange(len(logits)), pair_scores)
 
 
 @torch.no_grad()
 def predict_cached_boxes(model, data: FeatureSet, frame_sizes: Dict[str, Sequence[float]]
                          ) -> Dict[str, List[dict]]:
     """Spatio-temporal detections from cached features, for heads that locate the matching actor
-    (``head.actor_boxes``: the pose-track model): one per reference second, its box in the
+    (``head.detect``: the pose-track model): one per reference second, its box in the
     reference's pixels (``frame_sizes``: pair id -> (width, height)) and its match probability,
     times DECODER.OUTSIDE_WEIGHT outside the pair's top segment (as the model's outputs weigh
     them). Entries as in a spatio-temporal prediction file."""
-    if not hasattr(model.head, "actor_boxes"):
+    if not hasattr(model.head, "detect"):
         raise ValueError(f"{type(model.head).__name__} does not locate actors: spatio-temporal "
-                         f"pairs need a head with actor_boxes (the pose-kernel heads)")
+                         f"pairs need a head with detect (the pose-kernel heads)")
     model.eval()
     out = {}
     for q in data.queries:
-        ref = data.videos[q.video]
-        boxes, probs = model.head.actor_boxes(ref, q.rois)
+        logits, boxes, probs = model.head.detect(data.videos[q.video], q.rois)  # one similarity
         if model.outside_weight != 1.0:  # as the model's outputs weigh them (weigh_detections)
-            temporal = pair_outputs(model, ref, q.rois)
+            temporal = _temporal_outputs(model, logits)
             probs = probs * model.detection_weights(temporal["segments"], temporal["seconds"])
         w, h = frame_sizes[q.pair_id]
         boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype)

@@ -23,7 +23,7 @@ the former keyframe / envelope chamfer with the ``alignment`` decoder 51.5 / 34.
 (docs/RESULTS.md, "The pose-track model"); ``PoseSequenceHead`` (the shipped head: the query's
 frames in order) 96.2 / 74.2 (session 7's kernel, sigma 0.03, lambda 1).
 
-``actor_boxes`` also says where the matching actor is (spatio-temporal detection): the location
+``detect`` also says where the matching actor is (spatio-temporal detection): the location
 whose frames match best on average, and the region of the keyframe's actor map around it.
 
 Trainable: sigma, lambda and the affine map ``logit = scale * (s - offset)`` (4 numbers); the
@@ -195,11 +195,6 @@ class PoseKernelHead(RelocHead):
         score = per_location.gather(1, best[:, None])[:, 0]
         return (self.scale * (self._scores(sim) - self.offset), boxes,
                 torch.sigmoid(self.scale * (score - self.offset)))
-
-    def actor_boxes(self, ref: torch.Tensor, query: torch.Tensor
-                    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(boxes (P, 4), probabilities (P,))`` of the matching actors (``detect``)."""
-        return self.detect(ref, query)[1:]
 
     def forward(self, ref: torch.Tensor, query: torch.Tensor
                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
