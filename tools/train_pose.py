@@ -2,7 +2,7 @@
 """Train the pose head of the SynthReloc models on rendered training frames.
 
     python tools/train_pose.py [--tiers easy standard] [--preset small] [--per-second 4] \\
-        [--random-clips 400] [--random-seconds 4] [--folded-clips 2000] [--bent-clips 0] \\
+        [--random-clips 400] [--random-seconds 4] [--folded-clips 2000] [--bent-clips 2000] \\
         [--channels 192] \\
         [--iterations 20000] [--no-mirror] [--output output/pose_head]
 
@@ -10,7 +10,8 @@ Frames of the *training* split's plans of each tier (their classes only; nothing
 disk) and of clips of one actor in random poses (``random_pose``: every joint drifts on its own,
 so the head meets the joints in combinations no training class has) and of random poses with
 forearms folded in front of the body (``random_pose_folded``: the training classes fold them too
-rarely for the head to learn the pose, docs/RESULTS.md) are rendered
+rarely for the head to learn the pose, docs/RESULTS.md) and with arms half bent in front of the body
+(``random_pose_bent``: the clap's and the punches' elbows, session 11) are rendered
 with every actor's box, joint angles and pelvis position (relocnet/engine/pose_training.py);
 the frozen EfficientNet-Lite0 runs once per frame and the head trains on the cache. Also scores
 the head on frames of the validation split (held-out classes) and of new clips of both kinds of
@@ -51,9 +52,9 @@ def main(argv=None) -> int:
     ap.add_argument("--folded-clips", type=int, default=2000,
                     help="also this many clips of 2 s of random poses with folded forearms (half "
                          "with large, half with small actors)")
-    ap.add_argument("--bent-clips", type=int, default=0,
-                    help="also this many clips of 2 s of random poses with half-bent arms (a "
-                         "candidate, not the shipped recipe: docs/RESULTS.md, session 10)")
+    ap.add_argument("--bent-clips", type=int, default=2000,
+                    help="also this many clips of 2 s of random poses with half-bent arms in "
+                         "front of the body (half with large, half with small actors)")
     ap.add_argument("--iterations", type=int, default=20000)
     ap.add_argument("--no-mirror", action="store_true",
                     help="do not add the mirror image of every training frame")

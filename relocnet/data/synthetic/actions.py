@@ -213,8 +213,8 @@ def _random_pose_bent(t, inst):
     """``random_pose`` with each arm, with probability 0.7, between hanging and raised sideways
     (shoulder -0.6 to 1.0 rad) and its elbow half bent towards the body (-1.7 to -0.4 rad), both
     swinging at 0.5-2.5 Hz. ``random_pose`` has both arms half bent in front of the body in 2 % of
-    its frames, this in 40 %; ``random_pose_folded`` bends them deeper (docs/RESULTS.md, session
-    10: a candidate for the next pose head, ``train_pose.py --bent-clips 2000``)."""
+    its frames, this in 40 %; ``random_pose_folded`` bends them deeper. The shipped pose head is
+    trained with 2,000 clips of it (``train_pose.py --bent-clips``; docs/RESULTS.md, session 11)."""
     p = _random_pose(t, inst)
     rng = np.random.default_rng([int(inst.phase * 2 ** 31), 2])
     for sh, el in ((L_SH, L_EL), (R_SH, R_EL)):

@@ -28,7 +28,7 @@ whose frames match best on average, and the region of the keyframe's actor map a
 
 Trainable: sigma, lambda and the affine map ``logit = scale * (s - offset)`` (4 numbers); the
 shipped model's are not trained (training them by the per-second loss lowered the scores): sigma
-0.08 and lambda 4 were chosen on validation pairs and are stored in its weights file.
+0.05 and lambda 1 were chosen on validation pairs and are stored in its weights file.
 """
 import math
 from typing import Optional, Tuple
