@@ -203,6 +203,24 @@ def test_train_cached_on_labelled_pairs_writes_weights_and_scores(tmp_path):
     assert len(list((tmp_path / "fs").glob("*.pt"))) == 1  # one feature set: train == evaluate
 
 
+def test_train_cached_refuses_a_config_key_among_the_pair_files_before_any_work(tmp_path):
+    """``--evaluate`` takes every word after it: an override written there is named at once
+    (it used to fail as a missing file after every evaluation had run), and nothing is written."""
+    import subprocess
+    import sys
+
+    pairs = os.path.join(DATA, "pairs", "temporal_test.json")
+    tool = os.path.join(os.path.dirname(__file__), "..", "tools", "train_cached.py")
+    out = tmp_path / "run"
+    for tail, says in ((["MODEL.RELOC.POSE.WEIGHTS", "w.pth"], "config key MODEL.RELOC.POSE.WEIGHTS"),
+                       ([str(tmp_path / "missing.json")], "missing.json: no such pair file")):
+        proc = subprocess.run([sys.executable, tool, "--pairs", pairs, "--output", str(out),
+                               "--evaluate", pairs, *tail], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode != 0 and says in proc.stderr.strip().splitlines()[-1]
+        assert not out.exists()
+
+
 def test_concat_head_scores_every_pair_and_learns_a_match():
     """V_concat: a (P, D) logit per pair, trainable to tell a matching pose map from another."""
     from relocnet.modeling.heads.concat_head import ConcatHead

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 
@@ -54,6 +55,17 @@ def _videos(items):
         else:
             raise SystemExit(f"train_cached: {item}: no such file or directory")
     return out
+
+
+def _check_files(files, option: str) -> None:
+    """Every pair file exists, before any feature is computed; a config override written after
+    ``--pairs`` / ``--evaluate`` (which take every word that follows) is named as such."""
+    for f in files:
+        if re.fullmatch(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+", f):
+            raise SystemExit(f"train_cached: {option} got the config key {f}: put KEY VALUE "
+                             f"overrides before {option}, which takes every word after it")
+        if not os.path.isfile(f):
+            raise SystemExit(f"train_cached: {f}: no such pair file ({option})")
 
 
 def _pair_features(model, cfg, files, cache_dir: str):
@@ -119,6 +131,8 @@ def main(argv=None) -> int:
     ap.add_argument("--evaluate", nargs="*", default=[], help="temporal pair files to score")
     ap.add_argument("--cache-dir", default="", help="keep labelled-pair feature sets here")
     args, opts = ap.parse_known_args(argv)
+    _check_files(args.pairs or [], "--pairs")
+    _check_files(args.evaluate, "--evaluate")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(args.seed)
     config_file = args.config_file or default_model("temporal")["config_file"]
