@@ -212,7 +212,8 @@ def test_train_cached_refuses_a_config_key_among_the_pair_files_before_any_work(
     pairs = os.path.join(DATA, "pairs", "temporal_test.json")
     tool = os.path.join(os.path.dirname(__file__), "..", "tools", "train_cached.py")
     out = tmp_path / "run"
-    for tail, says in ((["MODEL.RELOC.POSE.WEIGHTS", "w.pth"], "config key MODEL.RELOC.POSE.WEIGHTS"),
+    for tail, says in ((["MODEL.RELOC.POSE.WEIGHTS", "w.pth"],
+                        "config key MODEL.RELOC.POSE.WEIGHTS"),
                        ([str(tmp_path / "missing.json")], "missing.json: no such pair file")):
         proc = subprocess.run([sys.executable, tool, "--pairs", pairs, "--output", str(out),
                                "--evaluate", pairs, *tail], capture_output=True, text=True,

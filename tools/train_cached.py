@@ -57,15 +57,16 @@ def _videos(items):
     return out
 
 
-def _check_files(files, option: str) -> None:
-    """Every pair file exists, before any feature is computed; a config override written after
-    ``--pairs`` / ``--evaluate`` (which take every word that follows) is named as such."""
-    for f in files:
-        if re.fullmatch(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+", f):
-            raise SystemExit(f"train_cached: {option} got the config key {f}: put KEY VALUE "
-                             f"overrides before {option}, which takes every word after it")
-        if not os.path.isfile(f):
-            raise SystemExit(f"train_cached: {f}: no such pair file ({option})")
+def _pair_file(f: str) -> str:
+    """argparse type of ``--pairs`` / ``--evaluate``: an existing file, checked before any feature
+    is computed; a config override written after them (they take every word that follows) is
+    named as such."""
+    if re.fullmatch(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+", f):
+        raise argparse.ArgumentTypeError(f"got the config key {f}: put KEY VALUE overrides before "
+                                         f"--pairs / --evaluate, which take every word after them")
+    if not os.path.isfile(f):
+        raise argparse.ArgumentTypeError(f"{f}: no such pair file")
+    return f
 
 
 def _pair_features(model, cfg, files, cache_dir: str):
@@ -116,7 +117,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--videos", nargs="+", help="video files or folders (self-supervised copies)")
-    src.add_argument("--pairs", nargs="+", help="temporal pair files (labelled pairs)")
+    src.add_argument("--pairs", nargs="+", type=_pair_file,
+                     help="temporal pair files (labelled pairs)")
     ap.add_argument("--negatives", type=int, default=None,
                     help="seconds of other videos per query (default: 16 with --videos, 0 with "
                          "--pairs)")
@@ -128,11 +130,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", default="output/EffL0_cached")
     ap.add_argument("--weights", default="", help="start from these trained weights")
-    ap.add_argument("--evaluate", nargs="*", default=[], help="temporal pair files to score")
+    ap.add_argument("--evaluate", nargs="*", default=[], type=_pair_file,
+                    help="temporal pair files to score")
     ap.add_argument("--cache-dir", default="", help="keep labelled-pair feature sets here")
     args, opts = ap.parse_known_args(argv)
-    _check_files(args.pairs or [], "--pairs")
-    _check_files(args.evaluate, "--evaluate")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(args.seed)
     config_file = args.config_file or default_model("temporal")["config_file"]
