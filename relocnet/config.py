@@ -117,7 +117,9 @@ def _add_head_config(_C: CN) -> None:
 
     # Temporal decoding of per-second scores into segments
     _C.MODEL.RELOC.DECODER = CN()
-    _C.MODEL.RELOC.DECODER.NAME = "runs"  # "paper": first..last matched second | "runs"
+    # a class in DECODER_REGISTRY (modeling/decoding.py): PaperDecoder (first..last matched
+    # second), RunsDecoder, MaxSumDecoder, AlignmentDecoder
+    _C.MODEL.RELOC.DECODER.NAME = "RunsDecoder"
     _C.MODEL.RELOC.DECODER.THRESHOLD = 0.5  # a second matches when its score exceeds this
     _C.MODEL.RELOC.DECODER.TOP_K = 5  # segments returned per pair
     # spatio-temporal: the scores of detections in seconds outside the top segment are multiplied

@@ -2,8 +2,23 @@
 import pytest
 import torch
 
-from relocnet.modeling.decoding import decode_paper, decode_runs, decode_segments
+from relocnet.modeling.decoding import DECODER_REGISTRY, build_decoder, decode_paper, decode_runs
 from relocnet.modeling.windows import average_by_second, pad_seconds, window_starts
+
+
+def decode_segments(scores, seconds, *, name, threshold, top_k, pair_scores=None):
+    """What a model does with MODEL.RELOC.DECODER: the registered decoder ``name``."""
+    return build_decoder(name, threshold=threshold, top_k=top_k)(scores, seconds, pair_scores)
+
+
+def test_every_decoder_is_registered_with_what_the_report_says_about_its_scores():
+    names = sorted(k for k, _ in DECODER_REGISTRY)
+    assert names == ["AlignmentDecoder", "MaxSumDecoder", "PaperDecoder", "RunsDecoder"]
+    for name in names:
+        assert DECODER_REGISTRY.get(name).ranking
+    assert [n for n in names if DECODER_REGISTRY.get(n).scores_are_probabilities] == [
+        "AlignmentDecoder"]
+
 
 SECONDS = torch.arange(100, 110)
 #                      100  101  102  103  104  105  106  107  108  109
@@ -42,10 +57,10 @@ def test_runs_break_at_threshold_and_at_gaps_in_seconds():
 def test_runs_fallback_and_dispatch():
     segs, vals = decode_runs(torch.tensor([0.2, 0.3]), torch.tensor([4, 5]), threshold=0.5, top_k=3)
     assert segs.tolist() == [[5.0, 6.0]] and vals.tolist() == pytest.approx([-0.2])
-    a = decode_segments(SCORES, SECONDS, name="paper", threshold=0.5, top_k=3)
+    a = decode_segments(SCORES, SECONDS, name="PaperDecoder", threshold=0.5, top_k=3)
     assert a[0].tolist() == decode_paper(SCORES, SECONDS, threshold=0.5)[0].tolist()
-    with pytest.raises(ValueError, match="DECODER.NAME"):
-        decode_segments(SCORES, SECONDS, name="nope", threshold=0.5, top_k=3)
+    with pytest.raises(ValueError, match="DECODER.NAME 'runs'; registered: AlignmentDecoder"):
+        decode_segments(SCORES, SECONDS, name="runs", threshold=0.5, top_k=3)  # the old names
     with pytest.raises(ValueError, match="one score per second"):
         decode_runs(torch.tensor([]), torch.tensor([]), threshold=0.5, top_k=3)
 
@@ -86,20 +101,18 @@ def test_alignment_decoder_lays_the_query_seconds_in_order():
 
 
 def test_alignment_decoder_needs_per_query_second_scores():
-    from relocnet.modeling.decoding import decode_segments
-
-    with pytest.raises(ValueError, match="alignment"):
-        decode_segments(torch.rand(5), torch.arange(5), name="alignment", threshold=0.5, top_k=1)
+    with pytest.raises(ValueError, match="AlignmentDecoder"):
+        decode_segments(torch.rand(5), torch.arange(5), name="AlignmentDecoder", threshold=0.5, top_k=1)
 
 
 def test_max_sum_finds_the_length_and_bridges_a_dip():
     scores = torch.tensor([0.1, 0.9, 0.9, 0.6, 0.9, 0.1, 0.1, 0.8, 0.1, 0.1, 0.1])
     # level: median 0.1 + 0.7 * (0.9 - 0.1) = 0.66
-    segs, vals = decode_segments(scores, torch.arange(11), name="max_sum", threshold=0.7, top_k=2)
+    segs, vals = decode_segments(scores, torch.arange(11), name="MaxSumDecoder", threshold=0.7, top_k=2)
     # 0.24 + 0.24 - 0.06 + 0.24: the dip at second 3 does not cut the run; then the 0.8 second
     assert segs.tolist() == [[1.0, 5.0], [7.0, 8.0]]
     assert vals.tolist() == pytest.approx([0.66, 0.14])
-    runs, _ = decode_segments(scores, torch.arange(11), name="runs", threshold=0.66, top_k=1)
+    runs, _ = decode_segments(scores, torch.arange(11), name="RunsDecoder", threshold=0.66, top_k=1)
     assert runs.tolist() == [[1.0, 3.0]]  # the runs rule stops at the dip
 
 
@@ -108,18 +121,18 @@ def test_max_sum_level_is_relative_to_the_reference():
     decodes to the same segment; an absolute threshold would take the whole reference."""
     base = torch.tensor([0.1, 0.2, 0.1, 0.8, 0.9, 0.7, 0.2, 0.1])
     for scores in (base, 0.5 + 0.5 * base, 0.1 * base):
-        segs, _ = decode_segments(scores, torch.arange(8), name="max_sum", threshold=0.2,
+        segs, _ = decode_segments(scores, torch.arange(8), name="MaxSumDecoder", threshold=0.2,
                                   top_k=1)
         assert segs.tolist() == [[3.0, 6.0]]
 
 
 def test_max_sum_never_spans_a_skipped_second_and_falls_back_to_the_best_second():
     scores = torch.tensor([0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1])  # level 0.5
-    segs, _ = decode_segments(scores, torch.tensor([0, 1, 5, 6, 7, 8, 9, 10, 11]), name="max_sum",
+    segs, _ = decode_segments(scores, torch.tensor([0, 1, 5, 6, 7, 8, 9, 10, 11]), name="MaxSumDecoder",
                               threshold=0.5, top_k=2)
     assert sorted(segs.tolist()) == [[0.0, 2.0], [5.0, 7.0]]
     flat = torch.tensor([0.3, 0.3, 0.3])  # nothing above the level: the first best second
-    segs, vals = decode_segments(flat, torch.arange(3), name="max_sum", threshold=0.5, top_k=1)
+    segs, vals = decode_segments(flat, torch.arange(3), name="MaxSumDecoder", threshold=0.5, top_k=1)
     assert segs.tolist() == [[0.0, 1.0]] and vals.tolist() == pytest.approx([0.0])
     with pytest.raises(ValueError, match="TOP_K"):
-        decode_segments(scores, torch.arange(9), name="max_sum", threshold=0.5, top_k=0)
+        decode_segments(scores, torch.arange(9), name="MaxSumDecoder", threshold=0.5, top_k=0)

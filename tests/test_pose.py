@@ -14,7 +14,8 @@ from relocnet.data.synthetic.actions import (JOINT_NAMES, R_SH, RANDOM_POSE, RAN
 from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, pose_vector, render_pose_samples,
                                            train_pose_head, trunk_features)
-from relocnet.evaluation.learnability import pool_seconds, probe_accuracy, render_subclips
+from relocnet.evaluation.learnability import (match_accuracy, pool_seconds, probe_accuracy,
+                                              render_subclips)
 from relocnet.modeling.backbone.pose import POSE_CHANNELS, PoseHead, joint_turns, pose_map
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "synthreloc_tiny")
@@ -139,6 +140,45 @@ def test_probe_accuracy_separates_only_separable_features():
     assert good["accuracy"] == 1.0 and good["classes"] == 3 and good["test_seconds"] == 24
     noise = probe_accuracy(torch.randn(120, 8), labels, groups)
     assert noise["accuracy"] < 0.75
+
+
+class _DistanceHead(torch.nn.Module):
+    """Logit: minus the distance between the mean features of a second and of the query's."""
+
+    def forward(self, ref, query):
+        return -torch.cdist(ref.mean((2, 3)), query.mean((2, 3))), None
+
+
+def test_match_accuracy_is_the_heads_own_nearest_neighbour():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 40)
+    groups = np.repeat(np.arange(30), 4)  # 10 clips per label, 4 seconds each
+    centres = rng.normal(size=(3, 8)) * 3
+    x = centres[np.repeat(np.arange(3), 40)] + rng.normal(size=(120, 8))
+    rois = list(torch.tensor(x, dtype=torch.float32).view(30, 4, 8, 1, 1))
+    good = match_accuracy(_DistanceHead(), rois, labels, groups)
+    assert good["accuracy"] == 1.0 and good["classes"] == 3 and good["train_clips"] == 24
+    assert good["per_class"]["a"] == {"accuracy": 1.0, "taken_for": None}
+    noise = match_accuracy(_DistanceHead(), list(torch.randn(30, 4, 8, 1, 1)), labels, groups)
+    assert noise["accuracy"] < 0.75
+    # the split is the linear probe's: the same test seconds
+    assert good["test_seconds"] == probe_accuracy(torch.tensor(x), labels, groups)["test_seconds"]
+
+
+def test_match_accuracy_of_the_pose_sequence_head_on_true_poses():
+    """The shipped matching rule tells apart classes that differ in pose, in speed, and only in
+    the order of their movements, from the renderer's poses (each clip its own actor)."""
+    from relocnet.evaluation.pose_oracle import true_pose_track
+    from relocnet.modeling.heads.pose_kernel_head import PoseSequenceHead
+
+    names = ["clap", "side_step_left", "side_step_right", "punch_llr", "punch_rrl"]
+    plans = plan_clips(3, names, 5, 3)
+    rois = [true_pose_track(p, 8) for p in plans]
+    labels = [p.actors[0].segments[0].name for p, r in zip(plans, rois) for _ in range(len(r))]
+    groups = [i for i, r in enumerate(rois) for _ in range(len(r))]
+    head = PoseSequenceHead(frames=8, sigma=0.05, speed_weight=1.0)
+    result = match_accuracy(head, rois, labels, groups)
+    assert result["classes"] == 5 and result["accuracy"] >= 0.9, result
 
 
 def test_render_subclips_matches_the_decoder_layout():
@@ -542,3 +582,53 @@ def test_pose_track_spatio_temporal_model_streams_the_cached_detections():
                                                                  "ConcatHead"]), log=False)
     with pytest.raises(ValueError, match="locates the matching actor"):
         load_model(bad, "")
+
+
+def test_predict_pairs_gives_what_relocalize_gives_for_each_pair_with_its_query_boxes(tmp_path):
+    """tools/predict_pairs.py: every spatio-temporal pair through the path of ``relocnet
+    relocalize --query-boxes``; the prediction file holds the command's detections and scores as
+    tools/evaluate.py scores it. A missing pair file: one line, nothing written."""
+    import json
+    import subprocess
+    import sys
+
+    from relocnet.cli import main as cli
+
+    here = os.path.dirname(__file__)
+    st_config = os.path.join(here, "..", "configs", "synthreloc", "relocnet_posetrack_cpu_st.yaml")
+    weights = os.path.join(here, "..", "relocnet", "model_zoo", "weights",
+                           "relocnet_posetrack_cpu_temporal.pth")
+    pairs = os.path.join(DATA, "pairs", "spatio_temporal_test.json")
+    out = tmp_path / "run"
+    tool = [sys.executable, os.path.join(here, "..", "tools", "predict_pairs.py"),
+            "--config-file", st_config, "--weights", weights, "--output", str(out)]
+    proc = subprocess.run(tool + ["--pairs", pairs], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    preds = json.loads((out / "predictions_synthreloc_tiny_spatio_temporal_test.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())[pairs]
+    evaluated = subprocess.run(
+        [sys.executable, os.path.join(here, "..", "tools", "evaluate.py"), "--pairs", pairs,
+         "--predictions", str(out / "predictions_synthreloc_tiny_spatio_temporal_test.json")],
+        capture_output=True, text=True, timeout=300)
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["AP@0.5"] == pytest.approx(
+        metrics["AP@0.5"])
+    first = json.load(open(pairs))["pairs"][0]
+    (tmp_path / "boxes.json").write_text(json.dumps(first["query"]["boxes"]))
+    assert cli(["relocalize", "--query", os.path.join(DATA, "pairs", first["query"]["video"]),
+                "--query-start", str(first["query"]["start"]),
+                "--query-end", str(first["query"]["end"]),
+                "--query-boxes", str(tmp_path / "boxes.json"),
+                "--reference", os.path.join(DATA, "pairs", first["reference"]["video"]),
+                "--config-file", st_config, "--weights", weights, "--no-cache", "--no-progress",
+                "--output", str(tmp_path / "one")]) == 0
+    detections = json.loads((tmp_path / "one" / "results.json").read_text())["detections"]
+    mine = preds["results"][first["pair_id"]]
+    assert len(mine) == len(detections) > 0
+    for a, b in zip(mine, detections):
+        assert a["second"] == b["second"] and a["score"] == pytest.approx(b["score"], abs=1e-6)
+        assert a["box"] == pytest.approx(b["box"], abs=0.01)
+    missing = subprocess.run(tool[:-2] + ["--output", str(tmp_path / "none"), "--pairs",
+                                          str(tmp_path / "missing.json")],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "missing.json" in missing.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "none").exists()

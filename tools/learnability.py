@@ -10,7 +10,9 @@ features is trained on 80 % of each class's clips and tested on the others. One 
 scale (spatial, macro, micro, as the config concatenates them: mean and max over locations), one
 on all, and one (``head``) on what the matching head reads from a second
 (``RelocHead.second_features``: for the pose-track model, the actor's pose in every frame and its
-speed). ``--classes hand``:
+speed), and (``head_match``) the matching head itself as a nearest-neighbour classifier: each
+held-out second takes the class of the training clip it matches best, the head's own logit with
+the clip as the query (``match_accuracy``; nothing fitted). ``--classes hand``:
 the 16 hand-designed training classes; ``procedural``: the first 16 procedural ones. Nothing is
 read from disk but the model. Default config: the SynthReloc temporal model's.
 """
@@ -25,7 +27,8 @@ from relocnet.data.synthetic.plan import plan_clips
 from relocnet.engine.cached_training import second_rois
 from relocnet.engine.inference import load_model
 from relocnet.engine.setup import setup_cfg
-from relocnet.evaluation.learnability import pool_seconds, probe_accuracy, render_subclips
+from relocnet.evaluation.learnability import (match_accuracy, pool_seconds, probe_accuracy,
+                                              render_subclips)
 from relocnet.evaluation.pose_oracle import true_pose_track
 from relocnet.model_zoo import get_config_file
 from relocnet.utils.fileio import write_json_atomic
@@ -65,12 +68,13 @@ def main(argv=None) -> int:
     model = load_model(cfg, cfg.MODEL.WEIGHTS if args.weights is None else args.weights)
     names = [a.name for a in classes("train", procedural=args.classes == "procedural")][:16]
     v = cfg.INPUT.VIDEO
-    feats, head_feats, labels, groups = [], [], [], []
+    feats, head_feats, clip_rois, labels, groups = [], [], [], [], []
     for i, plan in enumerate(plan_clips(args.seed, names, args.per_class, args.seconds)):
         if args.true_poses:
             rois = true_pose_track(plan, v.FPS)
         else:
             rois = second_rois(model, render_subclips(plan, v.FPS, (v.HEIGHT, v.WIDTH)))
+        clip_rois.append(rois)
         feats.append(pool_seconds(rois))
         with torch.no_grad():
             head_feats.append(model.head.second_features(rois))
@@ -86,6 +90,7 @@ def main(argv=None) -> int:
         cols = list(range(a, b)) + list(range(half + a, half + b))
         result[name] = probe_accuracy(x[:, cols], labels, groups, seed=args.seed)
     result["head"] = probe_accuracy(torch.cat(head_feats), labels, groups, seed=args.seed)
+    result["head_match"] = match_accuracy(model.head, clip_rois, labels, groups, seed=args.seed)
     print(json.dumps(result, indent=1))
     if args.output:
         write_json_atomic(args.output, result, indent=1)

@@ -18,7 +18,7 @@ from ..data.synthetic.actions import IDLE
 from ..data.synthetic.scene import FPS, SceneRenderer
 from ..modeling.heads.registry import pool_locations
 
-__all__ = ["render_subclips", "pool_seconds", "probe_accuracy"]
+__all__ = ["render_subclips", "pool_seconds", "probe_split", "probe_accuracy", "match_accuracy"]
 
 
 def render_subclips(plan, fps: int, size) -> np.ndarray:
@@ -40,19 +40,12 @@ def pool_seconds(rois: torch.Tensor) -> torch.Tensor:
     return pool_locations(rois)
 
 
-def probe_accuracy(features: torch.Tensor, labels: Sequence[str], groups: Sequence[int], *,
-                   keep: Sequence[str] = (), min_train: int = 5, test_fraction: float = 0.2,
-                   seed: int = 0, iterations: int = 500, weight_decay: float = 1e-3
-                   ) -> Dict[str, float]:
-    """Held-out accuracy of a linear probe; the seconds of a video (group) are never split, and
-    each label keeps a ``test_fraction`` of its videos for the test.
-
-    Args:
-        features: (N, D); labels, groups: N each.
-        keep: if given, only these labels; idle is always left out. Labels with fewer than
-            ``min_train`` training samples are left out too.
-    Returns: accuracy, chance (the most frequent test label's share), class and sample counts.
-    """
+def probe_split(labels: Sequence[str], groups: Sequence[int], *, keep: Sequence[str] = (),
+                min_train: int = 5, test_fraction: float = 0.2, seed: int = 0):
+    """The probes' split: boolean ``train`` and ``test`` masks (N,) and the class names kept.
+    The seconds of a video (group) are never split; each label keeps a ``test_fraction`` of its
+    videos for the test; idle and labels with fewer than ``min_train`` training samples are left
+    out (``keep``: only these labels)."""
     labels, groups = np.asarray(labels), np.asarray(groups)
     mask = labels != IDLE
     if keep:
@@ -71,6 +64,22 @@ def probe_accuracy(features: torch.Tensor, labels: Sequence[str], groups: Sequen
     test &= np.isin(labels, names)
     if not train.any() or not test.any():
         raise ValueError("probe: no class has enough training and test seconds")
+    return train, test, names
+
+
+def probe_accuracy(features: torch.Tensor, labels: Sequence[str], groups: Sequence[int], *,
+                   keep: Sequence[str] = (), min_train: int = 5, test_fraction: float = 0.2,
+                   seed: int = 0, iterations: int = 500, weight_decay: float = 1e-3
+                   ) -> Dict[str, float]:
+    """Held-out accuracy of a linear probe (``probe_split``'s split).
+
+    Args:
+        features: (N, D); labels, groups: N each.
+    Returns: accuracy, chance (the most frequent test label's share), class and sample counts.
+    """
+    labels = np.asarray(labels)
+    train, test, names = probe_split(labels, groups, keep=keep, min_train=min_train,
+                                     test_fraction=test_fraction, seed=seed)
     index = {n: i for i, n in enumerate(names)}
     y = torch.tensor([index.get(n, -1) for n in labels])
     x = features.float()
@@ -92,3 +101,42 @@ def probe_accuracy(features: torch.Tensor, labels: Sequence[str], groups: Sequen
     chance = float(np.bincount(y[te].numpy()).max() / int(te.sum()))
     return {"accuracy": acc, "chance": chance, "classes": int(len(names)),
             "train_seconds": int(train.sum()), "test_seconds": int(test.sum())}
+
+
+def match_accuracy(head, rois: Sequence[torch.Tensor], labels: Sequence[str],
+                   groups: Sequence[int], *, seed: int = 0) -> Dict[str, float]:
+    """Held-out accuracy of the matching head itself as a nearest-neighbour probe: every test
+    second is compared by ``head(second, clip)`` (its match logit, the best over the clip's query
+    objects) with each training clip as the query, and takes the class of the best-matching clip.
+    The split is ``probe_split``'s (the linear probe's test seconds). No parameter is fitted: it
+    asks whether the head's similarity, as used at test time, tells the training classes apart.
+
+    Args:
+        rois: per clip (group 0, 1, ...), its per-second features (T_i, C, S, S), in the order
+            of ``labels`` / ``groups`` (one entry per second).
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    train, test, names = probe_split(labels, groups, seed=seed)
+    seconds = torch.cat(list(rois))
+    test_seconds = seconds[torch.from_numpy(test)]
+    clips = sorted(set(groups[train].tolist()))
+    best = torch.full((len(test_seconds), len(names)), -float("inf"))
+    index = {n: i for i, n in enumerate(names)}
+    with torch.no_grad():
+        for g in clips:
+            logits = head(test_seconds, rois[g])[0].amax(dim=1)  # (test seconds,)
+            c = index[labels[groups == g][0]]
+            best[:, c] = torch.maximum(best[:, c], logits)
+    truth = torch.tensor([index[n] for n in labels[test]])
+    pred = best.argmax(dim=1)
+    acc = float((pred == truth).float().mean())
+    chance = float(np.bincount(truth.numpy()).max() / len(truth))
+    confusions = {}  # per class: its accuracy and the class its seconds are taken for most
+    for c, name in enumerate(names):
+        mine = truth == c
+        wrong = pred[mine & (pred != c)]
+        confusions[str(name)] = {
+            "accuracy": float((pred[mine] == c).float().mean()),
+            "taken_for": str(names[int(wrong.mode().values)]) if len(wrong) else None}
+    return {"accuracy": acc, "chance": chance, "classes": int(len(names)),
+            "train_clips": len(clips), "test_seconds": int(test.sum()), "per_class": confusions}

@@ -4,12 +4,13 @@ A segment is ``[s, e]`` in absolute seconds of the video file: it starts at the 
 second's sub-clip and ends where the last matched second's sub-clip ends, so
 ``[first_second, last_second + 1]``.
 
-Two rules, picked by ``MODEL.RELOC.DECODER.NAME``:
+The rules are classes in ``DECODER_REGISTRY``, picked by ``MODEL.RELOC.DECODER.NAME``
+(``build_decoder``); each is a plain function below, wrapped by its class:
 
-- ``"paper"`` (§4.1): one segment from the first to the last second whose score exceeds the
+- ``PaperDecoder`` (§4.1): one segment from the first to the last second whose score exceeds the
   threshold, scored by the mean score of all seconds inside it. When no second exceeds the
   threshold, the single best second.
-- ``"runs"``: every maximal run of consecutive seconds above the threshold is a candidate;
+- ``RunsDecoder``: every maximal run of consecutive seconds above the threshold is a candidate;
   runs are ranked by the area of the score curve above the threshold, ``sum(score - thr)``
   over the run, and the best ``TOP_K`` are returned. Why this score: the mean favours one-second
   spikes (usually false positives: a 1 s run at 0.95 would beat a 20 s run at 0.9), the plain sum
@@ -18,27 +19,34 @@ Two rules, picked by ``MODEL.RELOC.DECODER.NAME``:
   The paper's rule glues distant false positives to the true action into one long segment; the
   runs rule keeps them apart and ranks them. When no run exists, the best second alone is
   returned, with the same score formula (then <= 0).
-- ``"alignment"`` (temporal model with QUERY_POOLING "seconds"): the query's V seconds are laid
+- ``AlignmentDecoder`` (temporal model with QUERY_POOLING "seconds"): the query's V seconds are laid
   along the reference in order, one segment per start second o, ``[o, o + V)``, scored by the
   mean match probability of the aligned (reference second o + i, query second i) pairs: the
   diagonal of the (reference second x query second) probability matrix. The best ``TOP_K``
   non-overlapping alignments are returned. Unlike a per-second threshold, it uses the query's
   length and order: seconds next to a copy that look like *some* query second (the same shot a
   moment earlier) do not extend the segment, and the score is itself a probability.
-- ``"max_sum"``: the segment whose sum of ``score - tau`` is largest (the maximum-sum subarray),
+- ``MaxSumDecoder``: the segment whose sum of ``score - tau`` is largest (the maximum-sum subarray),
   then the next best among the seconds left, up to ``TOP_K``; scored by that sum. The level is
   relative to the pair: ``tau = median + THRESHOLD * (max - median)`` of the reference's scores,
   because how high a reference's ordinary seconds score depends on the query (a query whose
-  poses are common scores high everywhere). Like ``"runs"`` it finds the length from the scores
+  poses are common scores high everywhere). Like ``RunsDecoder`` it finds the length from the scores
   (an action in the reference may last longer or shorter than the query, unlike
-  ``"alignment"``'s fixed length), but a second that dips under the level inside a strong run
+  ``AlignmentDecoder``'s fixed length), but a second that dips under the level inside a strong run
   does not cut it in two.
 """
 from typing import Optional, Sequence, Tuple
 
 import torch
+from detectron2.utils.registry import Registry
 
-__all__ = ["decode_segments", "decode_paper", "decode_runs", "decode_alignment", "decode_max_sum"]
+__all__ = ["DECODER_REGISTRY", "SegmentDecoder", "PaperDecoder", "RunsDecoder", "MaxSumDecoder",
+           "AlignmentDecoder", "build_decoder", "decode_paper", "decode_runs", "decode_alignment",
+           "decode_max_sum"]
+
+DECODER_REGISTRY = Registry("RELOC_DECODER")
+DECODER_REGISTRY.__doc__ = """Rules from per-second scores to ranked segments
+(MODEL.RELOC.DECODER.NAME): (T,) scores, (T,) seconds -> segments (K, 2), scores (K,)."""
 
 
 def _check(scores: torch.Tensor, seconds: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -166,22 +174,80 @@ def decode_max_sum(
     return _segments([(i, j) for i, j, _ in picked], [v for _, _, v in picked], seconds)
 
 
-def decode_segments(
-    scores: torch.Tensor, seconds: torch.Tensor, *, name: str, threshold: float, top_k: int,
-    pair_scores: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Dispatch on ``MODEL.RELOC.DECODER.NAME``; returns ``(segments (K, 2), scores (K,))``.
-    ``pair_scores`` (T, V): per (reference second, query second) probabilities ("alignment")."""
-    if name == "alignment":
+class SegmentDecoder:
+    """A decoder: ``decoder(scores, seconds, pair_scores=None) -> (segments (K, 2), scores (K,))``.
+
+    Attributes:
+        scores_are_probabilities: its segment scores are match probabilities already (else a
+            segment's probability is its best second's score).
+        ranking: what a segment's ranking score is, in words (the report says it).
+    """
+
+    scores_are_probabilities = False
+    ranking = ""
+
+    def __init__(self, *, threshold: float, top_k: int):
+        if top_k < 1:
+            raise ValueError(f"DECODER.TOP_K must be >= 1, got {top_k}")
+        self.threshold = float(threshold)
+        self.top_k = int(top_k)
+
+    def __call__(self, scores: torch.Tensor, seconds: torch.Tensor,
+                 pair_scores: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+@DECODER_REGISTRY.register()
+class PaperDecoder(SegmentDecoder):
+    """``decode_paper``: first to last second above the threshold (one segment)."""
+
+    ranking = "the mean score of the seconds inside the segment"
+
+    def __call__(self, scores, seconds, pair_scores=None):
+        return decode_paper(scores, seconds, threshold=self.threshold)
+
+
+@DECODER_REGISTRY.register()
+class RunsDecoder(SegmentDecoder):
+    """``decode_runs``: runs above the threshold, ranked by their area above it."""
+
+    ranking = "the area of the score curve above the threshold inside the segment"
+
+    def __call__(self, scores, seconds, pair_scores=None):
+        return decode_runs(scores, seconds, threshold=self.threshold, top_k=self.top_k)
+
+
+@DECODER_REGISTRY.register()
+class MaxSumDecoder(SegmentDecoder):
+    """``decode_max_sum``: maximum-sum runs above a level relative to the reference's scores."""
+
+    ranking = ("the sum of the scores minus the level (median + threshold x (max - median)) "
+               "inside the segment")
+
+    def __call__(self, scores, seconds, pair_scores=None):
+        return decode_max_sum(scores, seconds, threshold=self.threshold, top_k=self.top_k)
+
+
+@DECODER_REGISTRY.register()
+class AlignmentDecoder(SegmentDecoder):
+    """``decode_alignment``: the query's seconds laid along the reference in order; needs the
+    (reference second, query second) probabilities."""
+
+    scores_are_probabilities = True
+    ranking = "the mean match probability of the aligned (reference, query) seconds"
+
+    def __call__(self, scores, seconds, pair_scores=None):
         if pair_scores is None:
-            raise ValueError("MODEL.RELOC.DECODER.NAME 'alignment' needs per-query-second scores: "
-                             "use it with RelocTemporal and QUERY_POOLING 'seconds'")
-        return decode_alignment(pair_scores, seconds, top_k=top_k)
-    if name == "paper":
-        return decode_paper(scores, seconds, threshold=threshold)
-    if name == "runs":
-        return decode_runs(scores, seconds, threshold=threshold, top_k=top_k)
-    if name == "max_sum":
-        return decode_max_sum(scores, seconds, threshold=threshold, top_k=top_k)
-    raise ValueError(f"unknown MODEL.RELOC.DECODER.NAME {name!r}; expected 'paper', 'runs', "
-                     f"'max_sum' or 'alignment'")
+            raise ValueError("MODEL.RELOC.DECODER.NAME 'AlignmentDecoder' needs per-query-second "
+                             "scores: use it with RelocTemporal and QUERY_POOLING 'seconds'")
+        return decode_alignment(pair_scores, seconds, top_k=self.top_k)
+
+
+def build_decoder(name: str, *, threshold: float, top_k: int) -> SegmentDecoder:
+    """The decoder registered as ``name`` (MODEL.RELOC.DECODER.NAME)."""
+    try:
+        cls = DECODER_REGISTRY.get(name)
+    except KeyError:
+        known = ", ".join(sorted(k for k, _ in DECODER_REGISTRY))
+        raise ValueError(f"unknown MODEL.RELOC.DECODER.NAME {name!r}; registered: {known}") from None
+    return cls(threshold=threshold, top_k=top_k)

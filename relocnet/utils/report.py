@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from ..data.video import VideoInfo, iter_frames
 from ..data.video_writer import write_video
+from ..modeling.decoding import DECODER_REGISTRY
 from .visualize import QUERY_COLOR, read_keyframes, sample_seconds
 
 __all__ = ["detections_by_second", "segment_list", "draw_timeline", "annotate_frame",
@@ -245,8 +246,7 @@ def write_html(path: str, results: Dict[str, Any], keyframes: Dict[int, List[str
                  f"weights carry one).</p>")
     parts.append("<img src='timeline.png' alt='score per second' style='max-width:100%'>")
     dec = results["model"]["decoder"]
-    meaning = {"runs": "the area of the score curve above the threshold inside the segment",
-               "paper": "the mean score of the seconds inside the segment"}.get(dec["name"], "")
+    meaning = DECODER_REGISTRY.get(dec["name"]).ranking if dec["name"] in DECODER_REGISTRY else ""
     parts.append(f"<h2>Matched segments</h2><table><tr><th>rank</th><th>start (s)</th>"
                  f"<th>end (s)</th><th>match probability</th><th>ranking score</th></tr>{rows}"
                  f"</table><p>A segment's match probability is its best second's. Decoder "

@@ -48,7 +48,7 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
 from torch import nn
 
-from ..decoding import decode_segments
+from ..decoding import build_decoder
 from ..windows import RunningMean, average_by_second, pad_seconds, window_starts
 
 __all__ = ["RelocMetaArchBase", "WindowFeatures"]
@@ -127,7 +127,8 @@ class RelocMetaArchBase(nn.Module):
         self.query_seconds = query_seconds
         self.reference_seconds = reference_seconds
         self.window_overlap = window_overlap
-        self.decoder = dict(name=decoder_name, threshold=decoder_threshold, top_k=decoder_top_k)
+        self.decoder = build_decoder(decoder_name, threshold=decoder_threshold,
+                                     top_k=decoder_top_k)
         if not 0.0 <= decoder_outside_weight <= 1.0:
             raise ValueError(f"MODEL.RELOC.DECODER.OUTSIDE_WEIGHT must be in [0, 1], got "
                              f"{decoder_outside_weight}")
@@ -349,17 +350,16 @@ class RelocMetaArchBase(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         """The contract's temporal keys from per-second scores (CPU tensors): the decoded
         segments with their ranking scores and match probabilities (the best second's score
-        inside each; the "alignment" decoder's scores are probabilities already), and ``"found"``:
+        inside each; ``AlignmentDecoder``'s scores are probabilities already), and ``"found"``:
         whether the top segment's probability reaches ``match_threshold``. ``pair_scores``: (T, V)
-        probabilities of each (reference second, query second), for the "alignment" decoder."""
+        probabilities of each (reference second, query second), for ``AlignmentDecoder``."""
         second_scores = second_scores.detach().float().cpu()
         seconds = torch.as_tensor(seconds, dtype=torch.long).cpu()
         if pair_scores is not None:
             pair_scores = pair_scores.detach().float().cpu()
-        segments, segment_scores = decode_segments(second_scores, seconds, **self.decoder,
-                                                   pair_scores=pair_scores)
+        segments, segment_scores = self.decoder(second_scores, seconds, pair_scores)
         first = int(seconds[0]) if len(seconds) else 0
-        probs = segment_scores.clone() if self.decoder["name"] == "alignment" else torch.stack(
+        probs = segment_scores.clone() if self.decoder.scores_are_probabilities else torch.stack(
             [second_scores[int(s) - first : int(e) - first].max() for s, e in segments.tolist()])
         threshold = float(self.match_threshold)
         return {
