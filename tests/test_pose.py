@@ -632,3 +632,20 @@ def test_predict_pairs_gives_what_relocalize_gives_for_each_pair_with_its_query_
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 1 and "missing.json" in missing.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "none").exists()
+    unweighted = subprocess.run(tool[:4] + ["--output", str(tmp_path / "none"), "--pairs", pairs],
+                                capture_output=True, text=True, timeout=300)
+    assert unweighted.returncode == 1 and "no weights" in unweighted.stderr
+    # a reference that is not a video: one line naming the pair, no prediction file
+    (tmp_path / "broken.mp4").write_bytes(b"not a video" * 100)
+    data = json.load(open(pairs))
+    data["pairs"] = [dict(data["pairs"][0], reference=dict(data["pairs"][0]["reference"],
+                                                           video=str(tmp_path / "broken.mp4")))]
+    data["pairs"][0]["query"]["video"] = os.path.join(DATA, "pairs", first["query"]["video"])
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    broken = subprocess.run(tool[:-2] + ["--output", str(tmp_path / "bad"), "--pairs",
+                                         str(tmp_path / "bad.json")],
+                            capture_output=True, text=True, timeout=300)
+    line = broken.stderr.strip().splitlines()[-1]
+    assert broken.returncode == 1 and line.startswith("predict_pairs: "), broken.stderr[-1500:]
+    assert "bad.json" in line and first["pair_id"] in line and "broken.mp4" in line
+    assert not list((tmp_path / "bad").glob("predictions_*.json"))

@@ -14,6 +14,7 @@ overrides (KEY VALUE) go before ``--pairs``.
 """
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -21,12 +22,15 @@ import warnings
 
 # torch.jit's deprecation notice, raised while detectron2 imports, is noise on a CLI's stderr.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 from tqdm import tqdm  # noqa: E402
 
 from relocnet.data.pairs import PairFileError, load_pairs  # noqa: E402
 from relocnet.engine.feature_cache import FeatureCache  # noqa: E402
-from relocnet.engine.inference import load_model, predict_pair_file  # noqa: E402
+from relocnet.data.video import VideoDecodeError  # noqa: E402
+from relocnet.engine.inference import (InputError, WeightsError, load_model,  # noqa: E402
+                                       predict_pair_file)
 from relocnet.engine.setup import setup_cfg  # noqa: E402
 from relocnet.evaluation.metrics import spatio_temporal_metrics, temporal_metrics  # noqa: E402
 from relocnet.evaluation.predictions import write_predictions  # noqa: E402
@@ -34,6 +38,14 @@ from relocnet.utils.fileio import write_json_atomic  # noqa: E402
 
 
 def main(argv=None) -> int:
+    try:
+        return run(argv)
+    except (PairFileError, InputError, WeightsError, VideoDecodeError, OSError) as exc:
+        print("predict_pairs: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 1
+
+
+def run(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config-file", required=True)
     ap.add_argument("--weights", default=None, help="default: the config's MODEL.WEIGHTS")
@@ -41,13 +53,17 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default="", help="feature cache (default: none)")
     ap.add_argument("--pairs", nargs="+", required=True)
     args, opts = ap.parse_known_args(argv)  # the rest: config overrides KEY VALUE
-    try:
-        files = {f: load_pairs(f) for f in args.pairs}  # every file checked before any work
-    except (PairFileError, OSError) as exc:
-        print(f"predict_pairs: {exc}", file=sys.stderr)
-        return 1
+    files = {f: load_pairs(f) for f in args.pairs}  # every file checked before any work
     cfg = setup_cfg(argparse.Namespace(config_file=args.config_file, opts=opts), log=False)
-    model = load_model(cfg, cfg.MODEL.WEIGHTS if args.weights is None else args.weights)
+    weights = cfg.MODEL.WEIGHTS if args.weights is None else args.weights
+    if not weights:
+        raise InputError(f"no weights: {args.config_file} sets no MODEL.WEIGHTS; pass --weights "
+                         "(an untrained model's numbers mean nothing)")
+    model = load_model(cfg, weights)
+    for f, data in files.items():
+        if data["task"] != model.task:
+            raise InputError(f"{f}: {data['task']} pairs need a {data['task']} model; "
+                             f"{cfg.MODEL.META_ARCHITECTURE} is {model.task}")
     cache = FeatureCache(args.cache_dir) if args.cache_dir else None
     os.makedirs(args.output, exist_ok=True)
     metrics = {}

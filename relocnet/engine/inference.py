@@ -321,7 +321,8 @@ def predict_pair_file(model: RelocMetaArchBase, cfg, pair_file: str, *,
     ``relocnet relocalize``: each pair's query span and (spatio-temporal) query boxes through
     ``prepare_query``, its reference streamed by ``relocalize`` (the whole video; what falls
     outside the pair's reference span is dropped). The pair file's task decides the entries
-    (segments or per-second boxes); ``progress(1)`` after each pair."""
+    (segments or per-second boxes); ``progress(1)`` after each pair. A pair whose video cannot be
+    read raises InputError naming the pair file and the pair."""
     from ..data.mapper import _as_box_list
     from ..data.pairs import load_pairs, resolve_video
     from ..evaluation.predictions import entries_from_output
@@ -329,20 +330,23 @@ def predict_pair_file(model: RelocMetaArchBase, cfg, pair_file: str, *,
     data = load_pairs(pair_file)
     task = data["task"]
     if task != model.task:
-        raise ValueError(f"{pair_file}: {task} pairs need a {task} model; "
+        raise InputError(f"{pair_file}: {task} pairs need a {task} model; "
                          f"{cfg.MODEL.META_ARCHITECTURE} is {model.task}")
     v = cfg.INPUT.VIDEO
     size = (v.HEIGHT, v.WIDTH)
     out = {}
     for pair in data["pairs"]:
         q = pair["query"]
-        query, _, _ = prepare_query(
-            resolve_video(pair_file, q["video"]), fps=v.FPS, size=size,
-            query_seconds=v.QUERY_SECONDS, min_seconds=v.MIN_QUERY_SECONDS, start=q["start"],
-            end=q["end"], boxes={t: _as_box_list(b) for t, b in q["boxes"].items()}
-            if task == "spatio_temporal" else None)
-        result = relocalize(model, query, resolve_video(pair_file, pair["reference"]["video"]),
-                            fps=v.FPS, size=size, cache=cache, cfg=cfg)
+        try:
+            query, _, _ = prepare_query(
+                resolve_video(pair_file, q["video"]), fps=v.FPS, size=size,
+                query_seconds=v.QUERY_SECONDS, min_seconds=v.MIN_QUERY_SECONDS, start=q["start"],
+                end=q["end"], boxes={t: _as_box_list(b) for t, b in q["boxes"].items()}
+                if task == "spatio_temporal" else None)
+            result = relocalize(model, query, resolve_video(pair_file, pair["reference"]["video"]),
+                                fps=v.FPS, size=size, cache=cache, cfg=cfg)
+        except (InputError, VideoDecodeError, OSError) as exc:
+            raise InputError(f"{pair_file}: pair {pair['pair_id']}: {exc}") from exc
         s, e = pair["reference"]["start"], pair["reference"]["end"]  # the whole video is searched
         out[str(pair["pair_id"])] = [
             x for x in entries_from_output(result.outputs, task)
