@@ -33,7 +33,8 @@ from relocnet.engine.inference import (InputError, WeightsError, load_model,  # 
                                        predict_pair_file)
 from relocnet.engine.setup import setup_cfg  # noqa: E402
 from relocnet.evaluation.metrics import spatio_temporal_metrics, temporal_metrics  # noqa: E402
-from relocnet.evaluation.predictions import write_predictions  # noqa: E402
+from relocnet.evaluation.predictions import (prediction_file_name,  # noqa: E402
+                                             write_predictions)
 from relocnet.utils.fileio import write_json_atomic  # noqa: E402
 
 
@@ -72,9 +73,7 @@ def run(argv=None) -> int:
         with tqdm(total=len(data["pairs"]), desc=os.path.basename(f), unit="pair",
                   file=sys.stderr) as bar:
             preds = predict_pair_file(model, cfg, f, cache=cache, progress=bar.update)
-        folder = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(f))))
-        name = f"{folder}_{os.path.splitext(os.path.basename(f))[0]}"  # <dataset>_<pair file>
-        write_predictions(os.path.join(args.output, f"predictions_{name}.json"), data["task"],
+        write_predictions(os.path.join(args.output, prediction_file_name(f)), data["task"],
                           preds)
         score = spatio_temporal_metrics if data["task"] == "spatio_temporal" else temporal_metrics
         metrics[f] = score(data["pairs"], preds)

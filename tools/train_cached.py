@@ -36,7 +36,8 @@ from relocnet.data.video_probe import probe_video
 from relocnet.engine.cached_training import (build_feature_set, build_pair_feature_set,
                                              predict_cached, predict_cached_boxes, train_head)
 from relocnet.evaluation.metrics import spatio_temporal_metrics, temporal_metrics
-from relocnet.evaluation.predictions import entries_from_output, write_predictions
+from relocnet.evaluation.predictions import (entries_from_output, prediction_file_name,
+                                             write_predictions)
 from relocnet.engine.inference import load_model
 from relocnet.modeling.weights import resolve_checkpoint, save_trained_weights
 from relocnet.engine.setup import setup_cfg
@@ -105,9 +106,7 @@ def _evaluate(model, cfg, files, cache_dir: str, output: str) -> dict:
         else:
             preds = {k: entries_from_output(o, "temporal")
                      for k, o in predict_cached(model, data).items()}
-        folder = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(f))))
-        name = f"{folder}_{os.path.splitext(os.path.basename(f))[0]}"  # <dataset>_<pair file>
-        write_predictions(os.path.join(output, f"predictions_{name}.json"), pairs["task"], preds)
+        write_predictions(os.path.join(output, prediction_file_name(f)), pairs["task"], preds)
         out[f] = (spatio_temporal_metrics if pairs["task"] == "spatio_temporal"
                   else temporal_metrics)(pairs["pairs"], preds)
     return out

@@ -25,7 +25,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from ..data.mapper import nearest_boxes, query_box_inputs, query_inputs, seconds_of_span
+from ..data.mapper import (_as_box_list, nearest_boxes, query_box_inputs, query_inputs,
+                           seconds_of_span)
 from ..data.video import VideoDecodeError, VideoInfo, iter_subclips, probe_video, read_subclips
 from ..modeling.meta_arch import RelocMetaArchBase
 from ..modeling.windows import window_starts
@@ -97,11 +98,12 @@ def load_model(cfg, weights: str) -> RelocMetaArchBase:
 
 def prepare_query(path: str, *, fps: int, size: Tuple[int, int], query_seconds: int,
                   min_seconds: int = 1, start: Optional[float] = None, end: Optional[float] = None,
-                  boxes: Optional[Dict[int, List[List[float]]]] = None
+                  boxes: Optional[Dict[int, Any]] = None
                   ) -> Tuple[Dict[str, Any], VideoInfo, List[int]]:
     """The model's query inputs (``query``, ``query_valid``, ``query_boxes`` when ``boxes``) of the
     span [start, end) of ``path`` (default: all of it), padded like RelocPairMapper; the query's
-    VideoInfo and its seconds. ``boxes``: {second: D boxes in pixels of the query file}; a second
+    VideoInfo and its seconds. ``boxes``: {second: D boxes, or one box, in pixels of the query
+    file} (a pair file's ``query.boxes``); a second
     without boxes takes the nearest annotated second's. Longer queries than QUERY_SECONDS are
     kept whole (the model windows them)."""
     info = probe_video(path)
@@ -119,6 +121,7 @@ def prepare_query(path: str, *, fps: int, size: Tuple[int, int], query_seconds: 
     frames = read_subclips(path, fps, size, seconds[0], seconds[-1] + 1)[: len(seconds)]
     out = query_inputs(frames, query_seconds)
     if boxes is not None:
+        boxes = {t: _as_box_list(b) for t, b in boxes.items()}
         _check_boxes(boxes, info, path)
         h, w = size
         out["query_boxes"] = torch.from_numpy(query_box_inputs(
@@ -323,7 +326,6 @@ def predict_pair_file(model: RelocMetaArchBase, cfg, pair_file: str, *,
     outside the pair's reference span is dropped). The pair file's task decides the entries
     (segments or per-second boxes); ``progress(1)`` after each pair. A pair whose video cannot be
     read raises InputError naming the pair file and the pair."""
-    from ..data.mapper import _as_box_list
     from ..data.pairs import load_pairs, resolve_video
     from ..evaluation.predictions import entries_from_output
 
@@ -341,8 +343,7 @@ def predict_pair_file(model: RelocMetaArchBase, cfg, pair_file: str, *,
             query, _, _ = prepare_query(
                 resolve_video(pair_file, q["video"]), fps=v.FPS, size=size,
                 query_seconds=v.QUERY_SECONDS, min_seconds=v.MIN_QUERY_SECONDS, start=q["start"],
-                end=q["end"], boxes={t: _as_box_list(b) for t, b in q["boxes"].items()}
-                if task == "spatio_temporal" else None)
+                end=q["end"], boxes=q["boxes"] if task == "spatio_temporal" else None)
             result = relocalize(model, query, resolve_video(pair_file, pair["reference"]["video"]),
                                 fps=v.FPS, size=size, cache=cache, cfg=cfg)
         except (InputError, VideoDecodeError, OSError) as exc:

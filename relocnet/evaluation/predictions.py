@@ -12,13 +12,14 @@ entry are ignored. A pair id that the ground truth does not know is an error; a 
 missing (or has an empty list) simply has no prediction.
 """
 import math
+import os
 from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 from relocnet.data.pairs import TASKS, PairFileError, write_json_atomic
 from relocnet.utils.fileio import read_json
 
 __all__ = ["PredictionFileError", "validate_predictions", "load_predictions",
-           "write_predictions", "entries_from_output"]
+           "write_predictions", "entries_from_output", "prediction_file_name"]
 
 
 Spans = Mapping[str, Tuple[float, float]]
@@ -160,3 +161,10 @@ def entries_from_output(output: Mapping[str, Any], task: str) -> List[Dict[str, 
                 for b, x, t in zip(_as_list(boxes), _as_list(inst.scores),
                                    _as_list(inst.seconds))]
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def prediction_file_name(pair_file: str) -> str:
+    """``predictions_<dataset>_<pair file>.json`` for the predictions of ``pair_file``, the
+    dataset being the folder above its ``pairs/`` folder (the tools' output layout)."""
+    folder = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(pair_file))))
+    return f"predictions_{folder}_{os.path.splitext(os.path.basename(pair_file))[0]}.json"
