@@ -11,7 +11,7 @@ import torch
 from relocnet.data.synthetic.actions import (JOINT_NAMES, R_SH, RANDOM_POSE, RANDOM_POSE_FOLDED,
                                              Instance, classes, folded_arms, neutral_pose,
                                              pose_at)
-from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_crowd_clips, plan_split
+from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, pose_vector, render_pose_samples,
                                            train_pose_head, trunk_features)
 from relocnet.evaluation.learnability import (match_accuracy, pool_seconds, probe_accuracy,
@@ -85,25 +85,6 @@ def test_pose_head_learns_rendered_frames():
     assert metrics["actor_accuracy"] > 0.8
     per_joint = metrics["median_error_deg_per_joint"]
     assert list(per_joint) == list(JOINT_NAMES) and all(0 <= v <= 180 for v in per_joint.values())
-
-
-def test_crowd_clips_put_several_random_pose_actors_in_a_frame():
-    names = [RANDOM_POSE, RANDOM_POSE_FOLDED]
-    plans = plan_crowd_clips(0, names, 12, 2)
-    counts = [len(p.actors) for p in plans]
-    assert min(counts) == 2 and max(counts) == 3  # the standard tier's 2 or 3 actors
-    assert all(p.length == 2 for p in plans)
-    assert all(s.name in names and (s.start, s.end) == (0, 2)
-               for p in plans for a in p.actors for s in a.segments)
-    lo, hi = TIERS["standard"].heights
-    assert all(lo <= a.app.height <= hi for p in plans for a in p.actors)
-    again = plan_crowd_clips(0, names, 12, 2)
-    assert [[a.app.height for a in p.actors] for p in again] == \
-        [[a.app.height for a in p.actors] for p in plans]
-    samples = render_pose_samples(plans[:2], (64, 80), 1, seed=0)
-    assert samples.actor.reshape(2, -1).sum(1).min() >= 2  # every frame has actor cells
-    with pytest.raises(ValueError, match="one actor"):
-        plan_crowd_clips(0, names, 1, 2, "easy")
 
 
 def test_random_folded_poses_fold_forearms_in_front_of_the_body():

@@ -3,7 +3,7 @@
 
     python tools/train_pose.py [--tiers easy standard] [--preset small] [--per-second 4] \\
         [--random-clips 400] [--random-seconds 4] [--folded-clips 2000] [--bent-clips 2000] \\
-        [--crowd-clips 0] [--channels 192] \\
+        [--channels 192] \\
         [--iterations 20000] [--no-mirror] [--output output/pose_head]
 
 Frames of the *training* split's plans of each tier (their classes only; nothing is read from
@@ -11,8 +11,7 @@ disk) and of clips of one actor in random poses (``random_pose``: every joint dr
 so the head meets the joints in combinations no training class has) and of random poses with
 forearms folded in front of the body (``random_pose_folded``: the training classes fold them too
 rarely for the head to learn the pose, docs/RESULTS.md) and with arms half bent in front of the body
-(``random_pose_bent``: the clap's and the punches' elbows, session 11), and optionally clips of
-2-3 overlapping actors in those random poses (``--crowd-clips``: ``plan_crowd_clips``) are rendered
+(``random_pose_bent``: the clap's and the punches' elbows, session 11) are rendered
 with every actor's box, joint angles and pelvis position (relocnet/engine/pose_training.py);
 the frozen EfficientNet-Lite0 runs once per frame and the head trains on the cache. Also scores
 the head on frames of the validation split (held-out classes) and of new clips of both kinds of
@@ -29,7 +28,7 @@ import time
 import torch
 
 from relocnet.data.synthetic.actions import RANDOM_POSE, RANDOM_POSE_BENT, RANDOM_POSE_FOLDED
-from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_crowd_clips, plan_split
+from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, render_pose_samples,
                                            train_pose_head, trunk_features, with_mirror_images)
 from relocnet.modeling.backbone.efficientnet import EfficientNetLiteBackbone
@@ -56,9 +55,6 @@ def main(argv=None) -> int:
     ap.add_argument("--bent-clips", type=int, default=2000,
                     help="also this many clips of 2 s of random poses with half-bent arms in "
                          "front of the body (half with large, half with small actors)")
-    ap.add_argument("--crowd-clips", type=int, default=0,
-                    help="also this many clips of 2 s with 2-3 actors of the standard tier, each "
-                         "in one kind of random pose (random, folded, half-bent arms)")
     ap.add_argument("--iterations", type=int, default=20000)
     ap.add_argument("--no-mirror", action="store_true",
                     help="do not add the mirror image of every training frame")
@@ -81,8 +77,6 @@ def main(argv=None) -> int:
                             tier)
         train += plan_clips(args.seed + 20 + k, [RANDOM_POSE_BENT], args.bent_clips // 2, CLIP_S,
                             tier)
-    train += plan_crowd_clips(args.seed + 30, [RANDOM_POSE, RANDOM_POSE_FOLDED, RANDOM_POSE_BENT],
-                              args.crowd_clips, CLIP_S, "standard")
     samples = render_pose_samples(train, SIZE, args.per_second, seed=args.seed)
     if not args.no_mirror:
         samples = with_mirror_images(samples)
@@ -106,7 +100,7 @@ def main(argv=None) -> int:
     metrics = {"frames": len(samples.frames), "mirror": not args.no_mirror, "tiers": args.tiers,
                "preset": args.preset, "random_clips": args.random_clips,
                "random_seconds": args.random_seconds, "folded_clips": args.folded_clips,
-               "bent_clips": args.bent_clips, "crowd_clips": args.crowd_clips,
+               "bent_clips": args.bent_clips,
                "render_and_feature_seconds": round(t1 - t0, 1), "train_seconds": round(t2 - t1, 1),
                **losses, **{name: evaluate_pose_head(head, probe_feats[name], s)
                             for name, s in probes.items()}}

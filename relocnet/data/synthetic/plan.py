@@ -20,7 +20,7 @@ from .scene import (MARGIN, WORLD_H, WORLD_W, ActorPlan, Background, Camera, Occ
                     VideoPlan)
 
 __all__ = ["SPLITS", "PRESETS", "TIERS", "Preset", "Tier", "PairPlan", "plan_split", "plan_clips",
-           "plan_crowd_clips", "class_runs"]
+           "class_runs"]
 
 SPLITS = ("train", "val", "test")
 X_LO, X_HI = MARGIN + 20.0, WORLD_W - MARGIN - 20.0  # world x range allowed for a pelvis
@@ -343,29 +343,3 @@ def plan_clips(seed: int, names: Sequence[str], per_class: int, seconds: int, ti
     rng = np.random.default_rng([seed, 1000 + len(SPLITS)])
     return [_query(rng, f"clip_{n}_{k:03d}.mp4", n, (seconds, seconds), TIERS[tier])
             for n in names for k in range(per_class)]
-
-
-def plan_crowd_clips(seed: int, names: Sequence[str], count: int, seconds: int,
-                     tier: str = "standard") -> List[VideoPlan]:
-    """``count`` clips of ``seconds`` in which 2 or more actors (the tier's share of 2, 3, ...
-    actors, at its sizes, with its occluders) each do one of ``names`` (drawn per actor): the
-    pose head meets those poses on actors that overlap, as the references' distractors do."""
-    t = TIERS[tier]
-    share = np.asarray(t.actors[1:], float)
-    if not len(share):
-        raise ValueError(f"SynthReloc tier {tier!r} has one actor per video; choose a crowded tier")
-    rng = np.random.default_rng([seed, 2000 + len(SPLITS)])
-    out = []
-    for k in range(count):
-        n = int(rng.choice(np.arange(2, len(t.actors) + 1), p=share / share.sum()))
-        actors = []
-        for _ in range(n):
-            name = str(rng.choice(list(names)))
-            actors.append(_actor(rng, lambda h: [Segment(name, 0, min(seconds, _max_seconds(name, h)),
-                                                         Instance.sample(rng, t.mirror))], t))
-        length = min(a.segments[-1].end for a in actors)
-        bg = _background(rng)
-        out.append(VideoPlan(f"crowd_{k:04d}.mp4", length, bg, _camera(rng), tuple(actors),
-                             _occluders(rng, length, bg.horizon, moving=True) if t.occluders
-                             else ()))
-    return out
