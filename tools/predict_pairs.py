@@ -27,10 +27,10 @@ logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 from tqdm import tqdm  # noqa: E402
 
 from relocnet.data.pairs import PairFileError, load_pairs  # noqa: E402
-from relocnet.engine.feature_cache import FeatureCache  # noqa: E402
 from relocnet.data.video import VideoDecodeError  # noqa: E402
-from relocnet.engine.inference import (InputError, WeightsError, load_model,  # noqa: E402
-                                       predict_pair_file)
+from relocnet.engine.feature_cache import FeatureCache  # noqa: E402
+from relocnet.engine.inference import (InputError, WeightsError, check_pair_task,  # noqa: E402
+                                       load_model, predict_pair_file)
 from relocnet.engine.setup import setup_cfg  # noqa: E402
 from relocnet.evaluation.metrics import spatio_temporal_metrics, temporal_metrics  # noqa: E402
 from relocnet.evaluation.predictions import (prediction_file_name,  # noqa: E402
@@ -62,9 +62,7 @@ def run(argv=None) -> int:
                          "(an untrained model's numbers mean nothing)")
     model = load_model(cfg, weights)
     for f, data in files.items():
-        if data["task"] != model.task:
-            raise InputError(f"{f}: {data['task']} pairs need a {data['task']} model; "
-                             f"{cfg.MODEL.META_ARCHITECTURE} is {model.task}")
+        check_pair_task(data, f, model, cfg)
     cache = FeatureCache(args.cache_dir) if args.cache_dir else None
     os.makedirs(args.output, exist_ok=True)
     metrics = {}

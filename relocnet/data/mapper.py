@@ -26,7 +26,7 @@ from ..utils.fileio import atomic_open
 from .video import probe_video, read_subclips
 
 __all__ = ["RelocPairMapper", "DecodedVideoCache", "seconds_of_span", "match_vector",
-           "nearest_boxes", "query_inputs", "query_box_inputs"]
+           "nearest_boxes", "as_box_list", "query_inputs", "query_box_inputs"]
 
 
 def seconds_of_span(start: float, end: float) -> List[int]:
@@ -44,7 +44,7 @@ def match_vector(seconds: Sequence[int], segments: Sequence[Sequence[float]]) ->
     return out
 
 
-def _as_box_list(value) -> List[List[float]]:
+def as_box_list(value) -> List[List[float]]:
     """A query box entry: one box [x1, y1, x2, y2] or a list of D boxes."""
     if value and isinstance(value[0], (list, tuple)):
         return [list(b) for b in value]
@@ -53,7 +53,7 @@ def _as_box_list(value) -> List[List[float]]:
 
 def nearest_boxes(boxes: Dict[int, Any], second: int) -> List[List[float]]:
     """The boxes of ``second``, or of the nearest annotated second (the earlier on ties)."""
-    return _as_box_list(boxes[min(boxes, key=lambda k: (abs(k - second), k))])
+    return as_box_list(boxes[min(boxes, key=lambda k: (abs(k - second), k))])
 
 
 def query_inputs(frames: np.ndarray, query_seconds: int) -> Dict[str, torch.Tensor]:
@@ -73,7 +73,7 @@ def query_box_inputs(boxes: Dict[int, Any], seconds: Sequence[int], length: int,
     fewer repeats its last), padding seconds repeat the last real one; ``scale`` (sx, sy) maps the
     query file's pixels to the input's."""
     per = [nearest_boxes(boxes, t) for t in seconds]
-    d = max(len(_as_box_list(b)) for b in boxes.values())
+    d = max(len(as_box_list(b)) for b in boxes.values())
     out = np.zeros((length, d, 4), dtype=np.float32)
     for i in range(length):
         b = per[min(i, len(per) - 1)]

@@ -25,7 +25,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from ..data.mapper import (_as_box_list, nearest_boxes, query_box_inputs, query_inputs,
+from ..data.mapper import (as_box_list, nearest_boxes, query_box_inputs, query_inputs,
                            seconds_of_span)
 from ..data.video import VideoDecodeError, VideoInfo, iter_subclips, probe_video, read_subclips
 from ..modeling.meta_arch import RelocMetaArchBase
@@ -34,7 +34,8 @@ from ..modeling.weights import pretrained_keys, trained_state_dict
 from .feature_cache import CacheReadError, FeatureCache, file_digest, model_digest
 
 __all__ = ["InputError", "WeightsError", "load_model", "pretrained_keys", "trained_state_dict", "prepare_query", "stream_windows",
-           "check_lengths", "nearest_boxes", "relocalize", "Relocalization"]
+           "check_lengths", "nearest_boxes", "relocalize", "Relocalization", "check_pair_task",
+           "predict_pair_file"]
 
 
 class InputError(ValueError):
@@ -121,7 +122,7 @@ def prepare_query(path: str, *, fps: int, size: Tuple[int, int], query_seconds: 
     frames = read_subclips(path, fps, size, seconds[0], seconds[-1] + 1)[: len(seconds)]
     out = query_inputs(frames, query_seconds)
     if boxes is not None:
-        boxes = {t: _as_box_list(b) for t, b in boxes.items()}
+        boxes = {t: as_box_list(b) for t, b in boxes.items()}
         _check_boxes(boxes, info, path)
         h, w = size
         out["query_boxes"] = torch.from_numpy(query_box_inputs(
@@ -316,6 +317,14 @@ def _relocalize(model: RelocMetaArchBase, query: Dict[str, Any], reference: str,
 # ----------------------------------------------------------------------------- pair files
 
 
+def check_pair_task(data: Dict[str, Any], pair_file: str, model: RelocMetaArchBase, cfg) -> None:
+    """InputError unless the pair file's task (``data``: its loaded content) is the model's."""
+    task = data["task"]
+    if task != model.task:
+        raise InputError(f"{pair_file}: {task} pairs need a {task} model; "
+                         f"{cfg.MODEL.META_ARCHITECTURE} is {model.task}")
+
+
 def predict_pair_file(model: RelocMetaArchBase, cfg, pair_file: str, *,
                       cache: Optional[FeatureCache] = None,
                       progress: Optional[Callable[[int], None]] = None
@@ -330,10 +339,8 @@ def predict_pair_file(model: RelocMetaArchBase, cfg, pair_file: str, *,
     from ..evaluation.predictions import entries_from_output
 
     data = load_pairs(pair_file)
+    check_pair_task(data, pair_file, model, cfg)
     task = data["task"]
-    if task != model.task:
-        raise InputError(f"{pair_file}: {task} pairs need a {task} model; "
-                         f"{cfg.MODEL.META_ARCHITECTURE} is {model.task}")
     v = cfg.INPUT.VIDEO
     size = (v.HEIGHT, v.WIDTH)
     out = {}
