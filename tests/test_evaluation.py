@@ -15,9 +15,9 @@ from relocnet.data.pairs import save_pairs
 from relocnet.evaluation import (PredictionFileError, SpatioTemporalRelocEvaluator,
                                  TemporalRelocEvaluator, build_reloc_evaluator,
                                  load_predictions, write_predictions)
-from relocnet.evaluation.metrics import (box_iou, label_detections, match_second, pair_tiou,
-                                         spatio_temporal_metrics, temporal_metrics, tiou,
-                                         voc_average_precision)
+from relocnet.evaluation.metrics import (bootstrap_interval, box_iou, label_detections,
+                                         match_second, pair_tiou, spatio_temporal_metrics,
+                                         temporal_metrics, tiou, voc_average_precision)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVALUATE = os.path.join(REPO, "tools", "evaluate.py")
@@ -413,6 +413,67 @@ def test_cli_by_label_scores_each_label_on_its_own_pairs(tmp_path, capsys):
     sgt, spreds = spatio_case()
     spairs, spred = _files(tmp_path, "spatio_temporal", sgt, spreds)
     assert cli.main(["--pairs", spairs, "--predictions", spred, "--by-label"]) == 1
+
+
+def _hits(prefix, found, missed):
+    """Pairs with one segment [0, 10]: ``found`` predicted exactly (tIoU 1), ``missed`` not."""
+    gt = [_pair(f"{prefix}{i}", "x", (0, 30), [[0, 10]]) for i in range(found + missed)]
+    preds = {f"{prefix}{i}": [{"segment": [0, 10], "score": 1.0}] for i in range(found)}
+    return gt, preds
+
+
+def test_bootstrap_interval_resamples_each_file_on_its_own():
+    key = "mean R@1 (tIoU 0.5:0.9)"
+    # every pair found: every resampling gives 100
+    assert bootstrap_interval([_hits("a", 6, 0)], temporal_metrics, key) == (100.0, 100.0)
+    # one file all found, one all missed: each file keeps its pairs, so the mean is always 50
+    # (resampling the two files' pairs together would move it)
+    low, high = bootstrap_interval([_hits("a", 6, 0), _hits("b", 0, 6)], temporal_metrics, key)
+    assert low == pytest.approx(50.0) and high == pytest.approx(50.0)
+    # half found: the interval holds 50, and four times the pairs make it about half as wide
+    low, high = bootstrap_interval([_hits("a", 10, 10)], temporal_metrics, key, samples=2000)
+    low4, high4 = bootstrap_interval([_hits("a", 40, 40)], temporal_metrics, key, samples=2000)
+    assert low < 50 < high and low4 < 50 < high4
+    assert 0.35 < (high4 - low4) / (high - low) < 0.65
+    assert 30 < high - low < 55  # 1.96 * 2 * sqrt(0.25 / 20) * 100 = 43.8
+    # the spatio-temporal AP with a resampled pair counted twice; the same seed, the same interval
+    gt, preds = spatio_case()
+    st = bootstrap_interval([(gt, preds)], spatio_temporal_metrics, "AP@0.5", seed=3)
+    assert st == bootstrap_interval([(gt, preds)], spatio_temporal_metrics, "AP@0.5", seed=3)
+    assert 0.0 <= st[0] <= spatio_temporal_metrics(gt, preds)["AP@0.5"] <= st[1] <= 100.0
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        bootstrap_interval([_hits("a", 1, 0)], temporal_metrics, key)
+
+
+def test_cli_several_files_mean_and_interval(tmp_path, capsys):
+    cli = _load_cli()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    pa, qa = _files(tmp_path / "a", "temporal", *_hits("a", 3, 1))  # 75 %
+    pb, qb = _files(tmp_path / "b", "temporal", *temporal_case())  # 22 % (TEMPORAL_EXPECTED)
+    assert cli.main(["--pairs", pa, pb, "--predictions", qa, qb, "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    got = json.loads(out.strip().splitlines()[-1])
+    key = "mean R@1 (tIoU 0.5:0.9)"
+    assert got[key] == pytest.approx((75.0 + 22.0) / 2)
+    assert got["mean tIoU"] == pytest.approx((75.0 + 36.0) / 2)
+    assert got["num_pairs"] == 9 and got["num_files"] == 2
+    assert got[f"{key} 95% low"] <= got[key] <= got[f"{key} 95% high"]
+    assert got[f"{key} 95% low"] < got[f"{key} 95% high"]
+    assert f"vs {pa}" in out and f"vs {pb}" in out and "mean over the 2 pair files" in out
+    # one file: its own metrics, and the keys of the interval only when asked for
+    assert cli.main(["--pairs", pb, "--predictions", qb]) == 0
+    assert_metrics(json.loads(capsys.readouterr().out.strip().splitlines()[-1]),
+                   TEMPORAL_EXPECTED)
+    sp, sq = _files(tmp_path, "spatio_temporal", *spatio_case())
+    for argv, problem in ((["--pairs", pa, pb, "--predictions", qa], "2 pair files but 1"),
+                          (["--pairs", pa, pa, "--predictions", qa, qa], "given twice"),
+                          (["--pairs", pa, sp, "--predictions", qa, sq], "mix tasks"),
+                          (["--pairs", pa, "--predictions", qa, "--bootstrap", "1"],
+                           "at least 2 resamplings")):
+        assert cli.main(argv) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.strip().splitlines()) == 1 and problem in err, argv
 
 
 def test_roc_auc():

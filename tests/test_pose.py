@@ -14,8 +14,8 @@ from relocnet.data.synthetic.actions import (JOINT_NAMES, R_SH, RANDOM_POSE, RAN
 from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, pose_vector, render_pose_samples,
                                            train_pose_head, trunk_features)
-from relocnet.evaluation.learnability import (match_accuracy, pool_seconds, probe_accuracy,
-                                              render_subclips)
+from relocnet.evaluation.learnability import (clip_interval, match_accuracy, pool_seconds,
+                                              probe_accuracy, render_subclips)
 from relocnet.modeling.backbone.pose import POSE_CHANNELS, PoseHead, joint_turns, pose_map
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "synthreloc_tiny")
@@ -159,10 +159,27 @@ def test_match_accuracy_is_the_heads_own_nearest_neighbour():
     good = match_accuracy(_DistanceHead(), rois, labels, groups)
     assert good["accuracy"] == 1.0 and good["classes"] == 3 and good["train_clips"] == 24
     assert good["per_class"]["a"] == {"accuracy": 1.0, "taken_for": None}
+    assert good["accuracy_95"] == [100.0, 100.0] and good["test_clips"] == 6
     noise = match_accuracy(_DistanceHead(), list(torch.randn(30, 4, 8, 1, 1)), labels, groups)
     assert noise["accuracy"] < 0.75
+    low, high = noise["accuracy_95"]
+    assert 0 <= low < 100 * noise["accuracy"] < high <= 100
     # the split is the linear probe's: the same test seconds
     assert good["test_seconds"] == probe_accuracy(torch.tensor(x), labels, groups)["test_seconds"]
+
+
+def test_clip_interval_resamples_whole_clips():
+    # 4 clips of 5 seconds: two all right, two all wrong -> each draw's accuracy is a multiple
+    # of 25 %, never the 10 % or 90 % a draw of single seconds could give
+    correct = np.repeat([True, True, False, False], 5)
+    groups = np.repeat([7, 3, 9, 1], 5)
+    low, high = clip_interval(correct, groups, samples=4000)
+    assert low == 0.0 and high == 100.0
+    low, high = clip_interval(correct, groups, level=0.5, samples=4000)
+    assert {low % 25, high % 25} == {0.0} and low < 50 < high
+    # more clips of the same kind: narrower
+    low8, high8 = clip_interval(np.tile(correct, 8), np.repeat(np.arange(32), 5))
+    assert 20 < low8 < 50 < high8 < 80
 
 
 def test_match_accuracy_of_the_pose_sequence_head_on_true_poses():
