@@ -150,11 +150,15 @@ def evaluate(args):
         metrics["num_files"] = len(per_file)
     if args.bootstrap:
         sets = [(gt, preds) for _, gt, preds, _ in loaded]
+        for pair_file, (gt, _) in zip(args.pairs, sets):
+            if len(gt) < 2:
+                raise ValueError(f"{pair_file}: --bootstrap needs at least 2 pairs per file, it "
+                                 f"has {len(gt)}")
         for key in HEADLINE[task]:
             try:
                 low, high = bootstrap_interval(sets, loaded[0][3], key, samples=args.bootstrap)
             except ValueError as e:
-                raise ValueError(f"{args.pairs[0]}: {e}") from None
+                raise ValueError(f"{' '.join(args.pairs)}: {e}") from None
             metrics[f"{key} 95% low"], metrics[f"{key} 95% high"] = low, high
     return task, metrics, (per_file if len(per_file) > 1 else {})
 
