@@ -1,8 +1,11 @@
 """Pose maps (relocnet/modeling/backbone/pose.py), their training on rendered frames, the
 learnability probe and labelled-pair training / prediction on cached features."""
 import argparse
+import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,8 +17,8 @@ from relocnet.data.synthetic.actions import (JOINT_NAMES, R_SH, RANDOM_POSE, RAN
 from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, pose_vector, render_pose_samples,
                                            train_pose_head, trunk_features)
-from relocnet.evaluation.learnability import (clip_interval, match_accuracy, pool_seconds,
-                                              probe_accuracy, render_subclips)
+from relocnet.evaluation.learnability import (clip_counts, clip_interval, match_accuracy,
+                                              pool_seconds, probe_accuracy, render_subclips)
 from relocnet.modeling.backbone.pose import POSE_CHANNELS, PoseHead, joint_turns, pose_map
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "synthreloc_tiny")
@@ -173,13 +176,42 @@ def test_clip_interval_resamples_whole_clips():
     # of 25 %, never the 10 % or 90 % a draw of single seconds could give
     correct = np.repeat([True, True, False, False], 5)
     groups = np.repeat([7, 3, 9, 1], 5)
-    low, high = clip_interval(correct, groups, samples=4000)
+    clips = clip_counts(correct, groups)
+    assert clips == [(0, 5), (5, 5), (5, 5), (0, 5)]  # groups 1, 3, 7, 9
+    low, high = clip_interval([clips], samples=4000)
     assert low == 0.0 and high == 100.0
-    low, high = clip_interval(correct, groups, level=0.5, samples=4000)
+    low, high = clip_interval([clips], level=0.5, samples=4000)
     assert {low % 25, high % 25} == {0.0} and low < 50 < high
-    # more clips of the same kind: narrower
-    low8, high8 = clip_interval(np.tile(correct, 8), np.repeat(np.arange(32), 5))
+    # more clips of the same kind: narrower, whether in one set or in eight sets (seeds)
+    low8, high8 = clip_interval([clip_counts(np.tile(correct, 8), np.repeat(np.arange(32), 5))])
     assert 20 < low8 < 50 < high8 < 80
+    low8s, high8s = clip_interval([clips] * 8)
+    assert abs(low8s - low8) < 8 and abs(high8s - high8) < 8
+    # sets resampled on their own: a set all right and a set all wrong never mix into 0 or 100
+    assert clip_interval([[(5, 5)] * 4, [(0, 5)] * 4]) == [50.0, 50.0]
+
+
+def test_learnability_tool_over_several_clip_seeds(tmp_path):
+    """tools/learnability.py --seed 0 1: each seed's check on its own clips, then their mean and
+    the pooled interval (true poses: no pixels rendered)."""
+    tool = os.path.join(os.path.dirname(__file__), "..", "tools", "learnability.py")
+    out = tmp_path / "l.json"
+    run = subprocess.run([sys.executable, tool, "--true-poses", "--per-class", "5", "--seconds", "2",
+                          "--seed", "0", "1", "--output", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    seeds, mean = result["seeds"], result["mean"]
+    assert list(seeds) == ["0", "1"]
+    accs = [seeds[s]["head_match"]["accuracy"] for s in seeds]
+    assert mean["head_match"] == pytest.approx(np.mean(accs))
+    assert seeds["0"]["head_match"]["clips"] != seeds["1"]["head_match"]["clips"]  # other clips
+    low, high = mean["head_match_95"]
+    assert low <= 100 * mean["head_match"] <= high
+    assert sum(n for s in seeds for _, n in seeds[s]["head_match"]["clips"]) == sum(
+        seeds[s]["head_match"]["test_seconds"] for s in seeds)
+    twice = subprocess.run([sys.executable, tool, "--true-poses", "--seed", "2", "2"],
+                           capture_output=True, text=True)
+    assert twice.returncode == 2 and "--seed 2 2: a seed given twice" in twice.stderr
 
 
 def test_match_accuracy_of_the_pose_sequence_head_on_true_poses():
@@ -240,9 +272,6 @@ def test_cached_prediction_equals_streamed_relocalization(pose_model):
 
 
 def test_train_cached_on_labelled_pairs_writes_weights_and_scores(tmp_path):
-    import json
-    import subprocess
-    import sys
 
     pairs = os.path.join(DATA, "pairs", "temporal_test.json")
     out = tmp_path / "run"
@@ -263,8 +292,6 @@ def test_train_cached_on_labelled_pairs_writes_weights_and_scores(tmp_path):
 def test_train_cached_refuses_a_config_key_among_the_pair_files_before_any_work(tmp_path):
     """``--evaluate`` takes every word after it: an override written there is named at once
     (it used to fail as a missing file after every evaluation had run), and nothing is written."""
-    import subprocess
-    import sys
 
     pairs = os.path.join(DATA, "pairs", "temporal_test.json")
     tool = os.path.join(os.path.dirname(__file__), "..", "tools", "train_cached.py")
@@ -605,9 +632,6 @@ def test_predict_pairs_gives_what_relocalize_gives_for_each_pair_with_its_query_
     """tools/predict_pairs.py: every spatio-temporal pair through the path of ``relocnet
     relocalize --query-boxes``; the prediction file holds the command's detections and scores as
     tools/evaluate.py scores it. A missing pair file: one line, nothing written."""
-    import json
-    import subprocess
-    import sys
 
     from relocnet.cli import main as cli
 

@@ -48,6 +48,22 @@ def test_deterministic_for_a_seed(tiny, tmp_path):
     assert c["pairs/spatio_temporal_train.json"] != a["pairs/spatio_temporal_train.json"]
 
 
+def test_one_split_is_the_same_as_in_the_full_dataset(tiny, tmp_path):
+    # --splits test: more test seeds without rendering their training splits
+    only = str(tmp_path / "test_only")
+    manifest = gen.generate(only, seed=0, preset="tiny", workers=1, log=_quiet, splits=["test"])
+    assert list(manifest["splits"]) == ["test"] and os.listdir(os.path.join(only, "videos")) == ["test"]
+    full = _annotations(tiny)
+    for task in TASKS:
+        rel = f"pairs/{task}_test.json"
+        assert open(os.path.join(only, rel), "rb").read() == full[rel]
+    assert sorted(os.listdir(os.path.join(only, "pairs"))) == sorted(f"{t}_test.json" for t in TASKS)
+    for bad in (["tset"], []):
+        with pytest.raises(ValueError, match="split"):
+            gen.generate(str(tmp_path / "bad"), seed=0, preset="tiny", log=_quiet, splits=bad)
+    assert not os.path.exists(tmp_path / "bad")
+
+
 def test_no_half_written_dataset(tiny, tmp_path, monkeypatch):
     with pytest.raises(FileExistsError):
         gen.generate(tiny, seed=0, preset="tiny", workers=1, write_videos=False, log=_quiet)

@@ -7,7 +7,7 @@ would sample them; the model's per-second features (full frame: the actor's), me
 max-pooled over locations; a multinomial logistic regression trained on the seconds of 80 % of the
 clips of each class and tested on the seconds of the others (held-out actors and scenes).
 """
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -20,7 +20,7 @@ from ..modeling.heads.registry import pool_locations
 from .metrics import bootstrap_interval
 
 __all__ = ["render_subclips", "pool_seconds", "probe_split", "probe_accuracy", "match_accuracy",
-           "clip_interval"]
+           "clip_counts", "clip_interval"]
 
 
 def render_subclips(plan, fps: int, size) -> np.ndarray:
@@ -105,19 +105,27 @@ def probe_accuracy(features: torch.Tensor, labels: Sequence[str], groups: Sequen
             "train_seconds": int(train.sum()), "test_seconds": int(test.sum())}
 
 
-def clip_interval(correct: Sequence[bool], groups: Sequence[int], *, samples: int = 1000,
-                  level: float = 0.95, seed: int = 0) -> List[float]:
-    """95 % bootstrap interval (percent; ``metrics.bootstrap_interval``) of an accuracy over test
-    seconds, the clips (``groups``) resampled with replacement: the seconds of a clip share its
-    actor and scene, so they are not independent draws."""
+def clip_counts(correct: Sequence[bool], groups: Sequence[int]) -> List[Tuple[int, int]]:
+    """Per clip (``groups``, in sorted order): (its seconds classified right, its seconds)."""
     correct, groups = np.asarray(correct, bool), np.asarray(groups)
-    clips = [(int(correct[groups == g].sum()), int((groups == g).sum())) for g in np.unique(groups)]
+    return [(int(correct[groups == g].sum()), int((groups == g).sum())) for g in np.unique(groups)]
 
+
+def clip_interval(clip_sets: Sequence[Sequence[Tuple[int, int]]], *, samples: int = 1000,
+                  level: float = 0.95, seed: int = 0) -> List[float]:
+    """95 % bootstrap interval (percent; ``metrics.bootstrap_interval``) of the mean over
+    ``clip_sets`` of an accuracy over test seconds, the clips resampled with replacement within
+    their set (one set per check, e.g. per clip seed): the seconds of a clip share its actor and
+    scene, so they are not independent draws.
+
+    Args:
+        clip_sets: per set, ``clip_counts`` of its test clips.
+    """
     def accuracy(draw, _):
         return {"accuracy": 100.0 * sum(h for h, _ in draw) / sum(n for _, n in draw)}
 
-    return list(bootstrap_interval([(clips, None)], accuracy, "accuracy", samples=samples,
-                                   level=level, seed=seed))
+    return list(bootstrap_interval([(clips, None) for clips in clip_sets], accuracy, "accuracy",
+                                   samples=samples, level=level, seed=seed))
 
 
 def match_accuracy(head, rois: Sequence[torch.Tensor], labels: Sequence[str],
@@ -155,7 +163,8 @@ def match_accuracy(head, rois: Sequence[torch.Tensor], labels: Sequence[str],
         confusions[str(name)] = {
             "accuracy": float((pred[mine] == c).float().mean()),
             "taken_for": str(names[int(wrong.mode().values)]) if len(wrong) else None}
-    return {"accuracy": acc, "accuracy_95": clip_interval((pred == truth).numpy(), groups[test]),
+    held_out = clip_counts((pred == truth).numpy(), groups[test])
+    return {"accuracy": acc, "accuracy_95": clip_interval([held_out]), "clips": held_out,
             "chance": chance, "classes": int(len(names)), "train_clips": len(clips),
-            "test_seconds": int(test.sum()), "test_clips": int(len(np.unique(groups[test]))),
+            "test_seconds": int(test.sum()), "test_clips": len(held_out),
             "per_class": confusions}

@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 
@@ -125,12 +125,20 @@ def _readme(manifest: dict) -> str:
 
 def generate(output: str, seed: int, preset: str = "small", workers: int = 2, overwrite: bool = False,
              write_videos: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-             tier: str = "hard") -> dict:
-    """Build the dataset at ``output`` and return its manifest. See the module docstring."""
+             tier: str = "hard", splits: Sequence[str] = SPLITS) -> dict:
+    """Build the dataset at ``output`` and return its manifest. See the module docstring.
+
+    ``splits`` renders only those splits (e.g. ``("test",)`` for a larger evaluation over many
+    seeds); each split's videos and pairs are the same as in a dataset rendered with all splits.
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}; choose one of {sorted(TIERS)}")
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown or not splits:
+        raise ValueError(f"unknown SynthReloc split(s) {unknown or list(splits)}; choose from {list(SPLITS)}")
+    splits = [s for s in SPLITS if s in splits]
     out = os.path.abspath(output)
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
@@ -140,7 +148,7 @@ def generate(output: str, seed: int, preset: str = "small", workers: int = 2, ov
     t0 = time.time()
     try:
         plans, pairs = {}, {}
-        for split in SPLITS:
+        for split in splits:
             vids, pairs[split] = plan_split(seed, split, PRESETS[preset], tier)
             plans.update((v.name, v) for v in vids)
         jobs = sorted(plans.values(), key=lambda v: -v.length)  # longest first balances workers
@@ -168,7 +176,7 @@ def generate(output: str, seed: int, preset: str = "small", workers: int = 2, ov
         manifest = {"name": "SynthReloc", "version": VERSION, "seed": seed, "preset": preset,
                     "tier": tier, "fps": FPS, "width": FRAME_W, "height": FRAME_H, "idle": ACTIONS[IDLE].description,
                     "splits": {}, "pair_files": []}
-        for split in SPLITS:
+        for split in splits:
             temporal, spatio = build_pairs(pairs[split], plans, measures)
             for task, items in (("temporal", temporal), ("spatio_temporal", spatio)):
                 rel = f"pairs/{task}_{split}.json"
