@@ -269,6 +269,23 @@ def test_cached_prediction_equals_streamed_relocalization(pose_model):
                           fps=v.FPS, size=(v.HEIGHT, v.WIDTH)).outputs
     assert torch.allclose(cached["second_scores"], streamed["second_scores"], atol=1e-5)
     assert cached["segments"].tolist() == streamed["segments"].tolist()
+    # a video cache shared between files (train_cached --evaluate temporal and spatio-temporal
+    # files of a benchmark): the second file's videos are not computed again, the features equal
+    import relocnet.engine.cached_training as ct
+    videos, calls, real = {}, [], ct.second_rois
+    try:
+        ct.second_rois = lambda *a, **k: calls.append(1) or real(*a, **k)
+        build_pair_feature_set(model, [pair_file], fps=v.FPS, size=(v.HEIGHT, v.WIDTH),
+                               video_cache=videos)
+        first_calls = len(calls)
+        st_file = os.path.join(DATA, "pairs", "spatio_temporal_test.json")
+        again = build_pair_feature_set(model, [st_file], fps=v.FPS, size=(v.HEIGHT, v.WIDTH),
+                                       video_cache=videos)
+    finally:
+        ct.second_rois = real
+    assert first_calls == len(videos) > 0 and len(calls) == first_calls
+    assert all(torch.equal(a, b) for a, b in zip(data.videos, again.videos))
+    assert [q.pair_id for q in again.queries] == [q.pair_id for q in data.queries]
 
 
 def test_train_cached_on_labelled_pairs_writes_weights_and_scores(tmp_path):

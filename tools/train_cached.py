@@ -70,7 +70,7 @@ def _pair_file(f: str) -> str:
     return f
 
 
-def _pair_features(model, cfg, files, cache_dir: str):
+def _pair_features(model, cfg, files, cache_dir: str, video_cache=None):
     """build_pair_feature_set, kept under ``cache_dir`` keyed by the config and the files."""
     v = cfg.INPUT.VIDEO
     r = cfg.MODEL.RELOC  # what the features depend on (not the head, decoder or solver)
@@ -84,7 +84,8 @@ def _pair_features(model, cfg, files, cache_dir: str):
     path = os.path.join(cache_dir, key.hexdigest()[:20] + ".pt") if cache_dir else ""
     if path and os.path.isfile(path):
         return torch.load(path, weights_only=False)
-    data = build_pair_feature_set(model, files, fps=v.FPS, size=(v.HEIGHT, v.WIDTH))
+    data = build_pair_feature_set(model, files, fps=v.FPS, size=(v.HEIGHT, v.WIDTH),
+                                  video_cache=video_cache)
     if path:
         with atomic_path(path) as tmp:
             torch.save(data, tmp)
@@ -92,10 +93,10 @@ def _pair_features(model, cfg, files, cache_dir: str):
 
 
 def _evaluate(model, cfg, files, cache_dir: str, output: str) -> dict:
-    out = {}
+    out, videos = {}, {}  # videos: each video's features once for all the files
     for f in files:
         pairs = load_pairs(f)
-        data = _pair_features(model, cfg, [f], cache_dir)
+        data = _pair_features(model, cfg, [f], cache_dir, videos)
         if pairs["task"] == "spatio_temporal":  # the matching actor's box in every second
             infos = {v: probe_video(resolve_video(f, v))
                      for v in {p["reference"]["video"] for p in pairs["pairs"]}}

@@ -19,7 +19,7 @@ may show the class too, the reference's other seconds are the negatives.
 """
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -93,11 +93,14 @@ def _video_rois(model, path: str, fps: int, size, cache: Dict[str, torch.Tensor]
     return cache[path]
 
 
-def build_pair_feature_set(model, pair_files: Sequence[str], *, fps: int, size) -> FeatureSet:
+def build_pair_feature_set(model, pair_files: Sequence[str], *, fps: int, size,
+                           video_cache: Optional[Dict[str, torch.Tensor]] = None) -> FeatureSet:
     """Features of every query and reference video of temporal pair files (each video once);
-    a CachedQuery per pair, its positives the pair's segments."""
+    a CachedQuery per pair, its positives the pair's segments. ``video_cache`` (video path ->
+    features), shared between calls with the same model, computes a video once for all of them
+    (a benchmark's temporal and spatio-temporal files list the same videos)."""
     model.eval()
-    cache: Dict[str, torch.Tensor] = {}
+    cache: Dict[str, torch.Tensor] = {} if video_cache is None else video_cache
     index: Dict[str, int] = {}
     queries = []
     for pair_file in pair_files:

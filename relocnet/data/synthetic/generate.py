@@ -137,7 +137,8 @@ def generate(output: str, seed: int, preset: str = "small", workers: int = 2, ov
         raise ValueError(f"unknown tier {tier!r}; choose one of {sorted(TIERS)}")
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown or not splits:
-        raise ValueError(f"unknown SynthReloc split(s) {unknown or list(splits)}; choose from {list(SPLITS)}")
+        raise ValueError(f"unknown SynthReloc split(s) {unknown}; choose from {list(SPLITS)}" if unknown
+                         else f"no SynthReloc split to render; choose from {list(SPLITS)}")
     splits = [s for s in SPLITS if s in splits]
     out = os.path.abspath(output)
     if os.path.exists(out) and not overwrite:
