@@ -114,7 +114,8 @@ def build_pair_feature_set(model, pair_files: Sequence[str], *, fps: int, size,
             queries.append(CachedQuery(index[ref], spans[0], qrois[int(q["start"]) : int(q["end"])],
                                        spans, str(p["pair_id"])))
             if len(queries) % 50 == 0:
-                logger.info("cached features of %d pairs (%d videos)", len(queries), len(cache))
+                logger.info("cached features of %d pairs (%d videos in the cache)", len(queries),
+                            len(cache))
     videos = [None] * len(index)
     for path, i in index.items():
         videos[i] = cache[path]
