@@ -90,47 +90,87 @@ def test_pose_head_learns_rendered_frames():
     assert list(per_joint) == list(JOINT_NAMES) and all(0 <= v <= 180 for v in per_joint.values())
 
 
+def test_pose_samples_rendered_in_worker_processes_are_the_same_frames():
+    """train_pose.py --workers: plans rendered in parallel processes give exactly the frames,
+    JPEG qualities and targets one process gives (the draws are made first, in plan order)."""
+    plans = plan_clips(3, ["wave_fast", "walk_left"], 2, 2)
+    one = render_pose_samples(plans, (64, 80), 2, seed=5)
+    two = render_pose_samples(plans, (64, 80), 2, seed=5, workers=2)
+    for field in ("frames", "actor", "pose"):
+        np.testing.assert_array_equal(getattr(one, field), getattr(two, field))
+    other = render_pose_samples(plans, (64, 80), 2, seed=6)  # the seed draws the frames
+    assert not np.array_equal(one.frames, other.frames)
+
+
+def test_train_pose_refuses_a_missing_gpu_and_no_workers(capsys):
+    """train_pose.py stops with one line before rendering anything: --device cuda where torch sees
+    no GPU, --workers below 1."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "relocnet_tools_train_pose", os.path.join(os.path.dirname(__file__), "..", "tools",
+                                                  "train_pose.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cases = [(["--workers", "0"], "--workers 0: at least 1 process renders")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "--device cuda: torch sees no GPU"))
+    for argv, says in cases:
+        with pytest.raises(SystemExit):
+            tool.main(argv + ["--output", "/nonexistent/never-written"])
+        assert says in capsys.readouterr().err
+
+
+def _drill_poses(name: str, seed: int = 0) -> np.ndarray:
+    """(900, POSE_DIM) poses of a pose-head drill: 100 random instances at 9 times over 2 s; each
+    drill is deterministic, finite, and never a query class."""
+    rng = np.random.default_rng(seed)
+    p = np.stack([pose_at(name, t, Instance(phase=float(rng.random())))
+                  for _ in range(100) for t in np.linspace(0, 2, 9)])
+    assert np.isfinite(p).all()
+    assert name not in {a.name for a in classes()}
+    same = Instance(phase=0.3)
+    np.testing.assert_array_equal(pose_at(name, 0.5, same), pose_at(name, 0.5, same))
+    return p
+
+
 def test_random_folded_poses_fold_forearms_in_front_of_the_body():
-    rng = np.random.default_rng(0)
-    times = np.linspace(0, 2, 9)
-
-    def poses(name):
-        return np.stack([pose_at(name, t, Instance(phase=float(rng.random()))) for _ in range(100)
-                         for t in times])
-
-    folded, plain = poses(RANDOM_POSE_FOLDED), poses(RANDOM_POSE)
-    assert np.isfinite(folded).all()
+    folded, plain = _drill_poses(RANDOM_POSE_FOLDED), _drill_poses(RANDOM_POSE, seed=1)
     assert folded_arms(folded).mean() > 0.5 > 0.15 > folded_arms(plain).mean()
     both = folded_arms(folded).all(-1).mean()
     assert 0.2 < both < 0.7  # arms fold independently: one folded arm, both, or none
-    # a drill for the pose head, never a query class
-    assert RANDOM_POSE_FOLDED not in {a.name for a in classes()}
-    same = Instance(phase=0.3)
-    np.testing.assert_array_equal(pose_at(RANDOM_POSE_FOLDED, 0.5, same),
-                                  pose_at(RANDOM_POSE_FOLDED, 0.5, same))
 
 
 def test_random_bent_poses_half_bend_both_arms_in_front():
     """random_pose_bent: both arms half bent in front of the body (shoulder -0.6 to 1.0 rad,
     elbow -1.7 to -0.4 rad, as in a clap) far more often than in random_pose, which has them
     in 2 % of its frames; a drill for the pose head, never a query class; deterministic."""
-    from relocnet.data.synthetic.actions import L_EL, L_SH, R_EL, R_SH, RANDOM_POSE_BENT
+    from relocnet.data.synthetic.actions import L_EL, L_SH, R_EL, RANDOM_POSE_BENT
 
-    rng = np.random.default_rng(0)
-    times = np.linspace(0, 2, 9)
-
-    def both_in_front(name):
-        p = np.stack([pose_at(name, t, Instance(phase=float(rng.random()))) for _ in range(100)
-                      for t in times])
-        assert np.isfinite(p).all()
+    def both_in_front(p):
         el, sh = p[:, [L_EL, R_EL]], p[:, [L_SH, R_SH]]
         return ((el > -1.7) & (el < -0.4) & (sh > -0.6) & (sh < 1.0)).all(-1).mean()
 
-    assert both_in_front(RANDOM_POSE_BENT) > 0.3 > 0.05 > both_in_front(RANDOM_POSE)
-    assert RANDOM_POSE_BENT not in {a.name for a in classes()}
-    same = Instance(phase=0.3)
-    np.testing.assert_array_equal(pose_at(RANDOM_POSE_BENT, 0.5, same),
-                                  pose_at(RANDOM_POSE_BENT, 0.5, same))
+    assert (both_in_front(_drill_poses(RANDOM_POSE_BENT)) > 0.3 > 0.05
+            > both_in_front(_drill_poses(RANDOM_POSE, seed=1)))
+
+
+def test_random_raised_poses_raise_arms_and_swing_the_forearm_both_ways():
+    """random_pose_raised: an arm raised (shoulder 1.7 to 3.1 rad) with its elbow swinging past
+    straight both ways (the wave's forearm, -0.5 to 0.8 rad) far more often than in random_pose,
+    whose elbows stop at 0.5 rad; a drill for the pose head, never a query class; deterministic."""
+    from relocnet.data.synthetic.actions import L_EL, L_SH, R_EL, RANDOM_POSE_RAISED
+
+    def raised(p):
+        sh, el = p[:, [L_SH, R_SH]], p[:, [L_EL, R_EL]]
+        up = (sh > 1.7) & (sh < 3.3)
+        return up.mean(), (up & (el > 0.5)).mean(), (up & (el < -0.3)).mean(), el.max()
+
+    up, bent_out, bent_in, top = raised(_drill_poses(RANDOM_POSE_RAISED))
+    plain_up, plain_out, _, plain_top = raised(_drill_poses(RANDOM_POSE, seed=1))
+    assert up > 0.5 > 0.3 > plain_up
+    assert bent_out > 0.03 and bent_in > 0.1  # the forearm bends both ways while raised
+    assert plain_out == 0 and plain_top <= 0.5 < top <= 0.9
 
 
 def test_probe_accuracy_separates_only_separable_features():

@@ -12,6 +12,7 @@ the horizontal offset of its pelvis from the cell centre in body heights (both i
 through the camera of that frame).
 """
 import logging
+import multiprocessing as mp
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
@@ -70,25 +71,45 @@ def _targets(renderer: SceneRenderer, measured, i: int, grid: Tuple[int, int]):
     return actor, pose
 
 
-def render_pose_samples(plans: Sequence[VideoPlan], size: Tuple[int, int], per_second: int,
-                        seed: int) -> PoseSamples:
-    """``per_second`` random frames of every second of every plan, with their targets."""
-    rng = np.random.default_rng(seed)
+def _render_plan_frames(job) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One plan's frames (``job``: plan, model input size, frame indices, JPEG qualities) with
+    their targets."""
+    plan, size, indices, qualities = job
     grid = (size[0] // 16, size[1] // 16)
+    renderer = SceneRenderer(plan)
     frames, actors, poses = [], [], []
+    for i, q in zip(indices, qualities):
+        frame, measured = renderer.render(int(i), measure=True)
+        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+        frames.append(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else frame)
+        a, p = _targets(renderer, measured, int(i), grid)
+        actors.append(a)
+        poses.append(p)
+    return np.stack(frames), np.stack(actors), np.stack(poses)
+
+
+def render_pose_samples(plans: Sequence[VideoPlan], size: Tuple[int, int], per_second: int,
+                        seed: int, workers: int = 1) -> PoseSamples:
+    """``per_second`` random frames of every second of every plan, with their targets. The frames
+    and JPEG qualities are drawn first, in plan order, so ``workers`` processes (rendering plans
+    in parallel) give exactly the samples one process gives."""
+    rng = np.random.default_rng(seed)
+    jobs = []
     for plan in plans:
-        renderer = SceneRenderer(plan)
+        indices, qualities = [], []
         for s in range(plan.length):
             for i in rng.choice(FPS, size=per_second, replace=False) + s * FPS:
-                frame, measured = renderer.render(int(i), measure=True)
-                frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-                q = int(rng.integers(30, 90))
-                ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, q])
-                frames.append(cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else frame)
-                a, p = _targets(renderer, measured, int(i), grid)
-                actors.append(a)
-                poses.append(p)
-    return PoseSamples(np.stack(frames), np.stack(actors), np.stack(poses))
+                indices.append(int(i))
+                qualities.append(int(rng.integers(30, 90)))
+        jobs.append((plan, tuple(size), indices, qualities))
+    if workers > 1:
+        ctx = mp.get_context("spawn")  # no forked torch threads
+        with ctx.Pool(workers) as pool:
+            parts = pool.map(_render_plan_frames, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+    else:
+        parts = [_render_plan_frames(job) for job in jobs]
+    return PoseSamples(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
 
 
 def with_mirror_images(samples: PoseSamples) -> PoseSamples:
@@ -106,14 +127,16 @@ def with_mirror_images(samples: PoseSamples) -> PoseSamples:
 
 
 @torch.no_grad()
-def trunk_features(trunk, frames: np.ndarray, pixel_mean, pixel_std, chunk: int = 64
-                   ) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, C, h, w) float16 PoseHead inputs from the frozen trunk."""
-    mean = torch.tensor(pixel_mean).view(1, 3, 1, 1)
-    std = torch.tensor(pixel_std).view(1, 3, 1, 1)
+def trunk_features(trunk, frames: np.ndarray, pixel_mean, pixel_std, chunk: int = 64,
+                   device: str = "cpu") -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, C, h, w) float16 PoseHead inputs from the frozen trunk, computed
+    and kept on ``device`` (the trunk is moved there)."""
+    trunk.to(device)
+    mean = torch.tensor(pixel_mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(pixel_std, device=device).view(1, 3, 1, 1)
     out = []
     for s in range(0, len(frames), chunk):
-        x = torch.from_numpy(frames[s : s + chunk]).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(frames[s : s + chunk]).to(device).permute(0, 3, 1, 2).float()
         out.append(pose_inputs(trunk((x - mean) / std)).half())
     return torch.cat(out)
 
@@ -121,18 +144,21 @@ def trunk_features(trunk, frames: np.ndarray, pixel_mean, pixel_std, chunk: int 
 def train_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples, *,
                     iterations: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
                     log_every: int = 200) -> Dict[str, float]:
-    """Adam with a cosine schedule on the cached features; returns first / last mean losses."""
+    """Adam with a cosine schedule on the cached features (the head trains on their device);
+    returns first / last mean losses."""
     gen = torch.Generator().manual_seed(seed)
-    actor, pose = torch.from_numpy(samples.actor), torch.from_numpy(samples.pose)
+    head.to(feats.device)
+    actor = torch.from_numpy(samples.actor).to(feats.device)
+    pose = torch.from_numpy(samples.pose).to(feats.device)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
     head.train()
     history: List[float] = []
     for it in range(iterations):
-        idx = torch.randint(len(feats), (batch_size,), generator=gen)
+        idx = torch.randint(len(feats), (batch_size,), generator=gen).to(feats.device)
         x = feats[idx].float()
         if torch.rand(1, generator=gen).item() < 0.5:  # features of a darker / brighter frame
-            x = x * (1.0 + 0.1 * torch.randn(1, generator=gen))
+            x = x * (1.0 + 0.1 * torch.randn(1, generator=gen).item())
         losses = pose_targets_loss(head(x), actor[idx], pose[idx])
         loss = sum(losses.values())
         opt.zero_grad()
@@ -153,7 +179,7 @@ def evaluate_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples
     """Actor-cell accuracy and the median joint-angle error (degrees) on the actor cells, over all
     joints and per joint."""
     head.eval()
-    out = torch.cat([head(feats[s : s + 256].float()) for s in range(0, len(feats), 256)])
+    out = torch.cat([head(feats[s : s + 256].float()).cpu() for s in range(0, len(feats), 256)])
     actor = torch.from_numpy(samples.actor) > 0.5
     acc = float(((out[:, 0] > 0) == actor).float().mean())
     pred, target = out[:, 1:], torch.from_numpy(samples.pose)

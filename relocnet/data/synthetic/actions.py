@@ -20,7 +20,7 @@ import numpy as np
 __all__ = ["L_SH", "L_EL", "R_SH", "R_EL", "L_HIP", "L_KNEE", "R_HIP", "R_KNEE", "LEAN", "LIFT",
            "XOFF", "POSE_DIM", "JOINTS", "JOINT_NAMES", "Instance", "ActionSpec", "ACTIONS", "IDLE",
            "action", "neutral_pose", "pose_at", "mirror_pose", "pose_distance", "classes", "RANDOM_POSE",
-           "RANDOM_POSE_FOLDED", "RANDOM_POSE_BENT", "folded_arms"]
+           "RANDOM_POSE_FOLDED", "RANDOM_POSE_BENT", "RANDOM_POSE_RAISED", "folded_arms"]
 
 L_SH, L_EL, R_SH, R_EL, L_HIP, L_KNEE, R_HIP, R_KNEE, LEAN, LIFT, XOFF = range(11)
 POSE_DIM = 11
@@ -223,6 +223,30 @@ def _random_pose_bent(t, inst):
                 TAU * rng.uniform(0.5, 2.5) * t + rng.uniform(0, TAU))
             p[el] = rng.uniform(-1.7, -0.4) + rng.uniform(0, 0.4) * math.sin(
                 TAU * rng.uniform(0.5, 2.5) * t + rng.uniform(0, TAU))
+    return p
+
+
+RANDOM_POSE_RAISED = "random_pose_raised"
+
+
+@register(RANDOM_POSE_RAISED, "", "random_pose",
+          "random poses, arms often raised with the forearm bending: pose-head training only")
+def _random_pose_raised(t, inst):
+    """``random_pose`` with each arm, with probability 0.7, raised (shoulder 1.7 to 3.1 rad: from
+    sideways up to straight up) and its elbow swinging about -1.0 to 0.5 rad by up to 0.6 rad at
+    0.5-3 Hz (clipped to -2.4 to 0.9: a waving forearm bends both ways). The wave's forearm is
+    raised and swings from -0.5 to 0.8 rad; ``random_pose`` keeps elbows below 0.5 rad and raises
+    an arm with a swinging forearm in few frames, and a head trained without this calls the raised
+    forearm straight in every frame (docs/RESULTS.md, session 16)."""
+    p = _random_pose(t, inst)
+    rng = np.random.default_rng([int(inst.phase * 2 ** 31), 3])
+    for sh, el in ((L_SH, L_EL), (R_SH, R_EL)):
+        if rng.random() < 0.7:
+            p[sh] = rng.uniform(1.7, 3.1) + rng.uniform(0, 0.2) * math.sin(
+                TAU * rng.uniform(0.3, 1.5) * t + rng.uniform(0, TAU))
+            swing = rng.uniform(0.1, 0.6) * math.sin(TAU * rng.uniform(0.5, 3.0) * t
+                                                     + rng.uniform(0, TAU))
+            p[el] = min(max(rng.uniform(-1.0, 0.5) + swing, -2.4), 0.9)
     return p
 
 
