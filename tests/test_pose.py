@@ -68,7 +68,10 @@ def test_tiers_shape_the_references():
         plan_split(0, "test", PRESETS["tiny"], "medium")
 
 
-def test_pose_head_learns_rendered_frames():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_pose_head_learns_rendered_frames(precision):
+    """train_pose.py --precision bf16 (autocast) learns as float32 does and keeps float32
+    weights."""
     from relocnet.modeling.backbone.efficientnet import EfficientNetLiteBackbone
 
     torch.manual_seed(0)
@@ -82,12 +85,20 @@ def test_pose_head_learns_rendered_frames():
     feats = trunk_features(trunk, samples.frames, [127.5] * 3, [127.5] * 3)
     head = PoseHead(feats.shape[1], 32)
     losses = train_pose_head(head, feats, samples, iterations=60, batch_size=8, lr=3e-3,
-                             log_every=15)
+                             precision=precision, log_every=15)
     assert losses["loss_last"] < 0.6 * losses["loss_first"]
+    assert all(v.dtype == torch.float32 for v in head.state_dict().values() if v.is_floating_point())
     metrics = evaluate_pose_head(head, feats, samples)
     assert metrics["actor_accuracy"] > 0.8
     per_joint = metrics["median_error_deg_per_joint"]
     assert list(per_joint) == list(JOINT_NAMES) and all(0 <= v <= 180 for v in per_joint.values())
+
+
+def test_pose_head_training_rejects_an_unknown_precision():
+    samples = render_pose_samples(plan_clips(0, ["squat"], 1, 2), (64, 80), 1, seed=0)
+    feats = torch.zeros(len(samples.frames), 8, 4, 5, dtype=torch.float16)
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        train_pose_head(PoseHead(8, 8), feats, samples, iterations=1, precision="fp16")
 
 
 def test_pose_samples_rendered_in_worker_processes_are_the_same_frames():

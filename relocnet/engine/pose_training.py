@@ -130,22 +130,30 @@ def with_mirror_images(samples: PoseSamples) -> PoseSamples:
 def trunk_features(trunk, frames: np.ndarray, pixel_mean, pixel_std, chunk: int = 64,
                    device: str = "cpu") -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, C, h, w) float16 PoseHead inputs from the frozen trunk, computed
-    and kept on ``device`` (the trunk is moved there)."""
+    and kept on ``device`` (the trunk is moved there), written into one preallocated tensor (no
+    second copy: 127,616 frames' features are 11 GB)."""
     trunk.to(device)
     mean = torch.tensor(pixel_mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(pixel_std, device=device).view(1, 3, 1, 1)
-    out = []
+    out = None
     for s in range(0, len(frames), chunk):
-        x = torch.from_numpy(frames[s : s + chunk]).to(device).permute(0, 3, 1, 2).float()
-        out.append(pose_inputs(trunk((x - mean) / std)).half())
-    return torch.cat(out)
+        x = torch.from_numpy(np.ascontiguousarray(frames[s : s + chunk])).to(device)
+        f = pose_inputs(trunk((x.permute(0, 3, 1, 2).float() - mean) / std)).half()
+        if out is None:
+            out = torch.empty((len(frames), *f.shape[1:]), dtype=f.dtype, device=device)
+        out[s : s + len(f)] = f
+    return out
 
 
 def train_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples, *,
                     iterations: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                    log_every: int = 200) -> Dict[str, float]:
+                    precision: str = "fp32", log_every: int = 200) -> Dict[str, float]:
     """Adam with a cosine schedule on the cached features (the head trains on their device);
-    returns first / last mean losses."""
+    returns first / last mean losses. ``precision="bf16"``: the head's forward and backward run
+    in bfloat16 autocast (weights, optimizer and loss stay float32; 2.5x faster on CPUs with
+    AMX / AVX512-BF16)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {precision!r}: expected 'fp32' or 'bf16'")
     gen = torch.Generator().manual_seed(seed)
     head.to(feats.device)
     actor = torch.from_numpy(samples.actor).to(feats.device)
@@ -159,7 +167,10 @@ def train_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples, *
         x = feats[idx].float()
         if torch.rand(1, generator=gen).item() < 0.5:  # features of a darker / brighter frame
             x = x * (1.0 + 0.1 * torch.randn(1, generator=gen).item())
-        losses = pose_targets_loss(head(x), actor[idx], pose[idx])
+        with torch.autocast(feats.device.type, dtype=torch.bfloat16,
+                            enabled=precision == "bf16"):
+            out = head(x)
+        losses = pose_targets_loss(out.float(), actor[idx], pose[idx])
         loss = sum(losses.values())
         opt.zero_grad()
         loss.backward()
