@@ -113,9 +113,7 @@ def test_pose_samples_rendered_in_worker_processes_are_the_same_frames():
     assert not np.array_equal(one.frames, other.frames)
 
 
-def test_train_pose_refuses_a_missing_gpu_and_no_workers(capsys):
-    """train_pose.py stops with one line before rendering anything: --device cuda where torch sees
-    no GPU, --workers below 1."""
+def _train_pose_tool():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -123,6 +121,13 @@ def test_train_pose_refuses_a_missing_gpu_and_no_workers(capsys):
                                                   "train_pose.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    return tool
+
+
+def test_train_pose_refuses_a_missing_gpu_and_no_workers(capsys):
+    """train_pose.py stops with one line before rendering anything: --device cuda where torch sees
+    no GPU, --workers below 1."""
+    tool = _train_pose_tool()
     cases = [(["--workers", "0"], "--workers 0: at least 1 process renders")]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "--device cuda: torch sees no GPU"))
@@ -130,6 +135,25 @@ def test_train_pose_refuses_a_missing_gpu_and_no_workers(capsys):
         with pytest.raises(SystemExit):
             tool.main(argv + ["--output", "/nonexistent/never-written"])
         assert says in capsys.readouterr().err
+
+
+def test_train_pose_end_to_end_writes_a_loadable_head(tmp_path):
+    """The whole recipe on the tiny preset in bfloat16: the head file loads into the model's
+    PoseHead, metrics.json counts the frames trained on (with their mirror images) and the
+    probes."""
+    from relocnet.modeling.backbone.pose import load_pose_head
+
+    out = tmp_path / "pose"
+    assert _train_pose_tool().main(
+        ["--preset", "tiny", "--tiers", "easy", "--per-second", "1", "--random-clips", "2",
+         "--random-seconds", "2", "--folded-clips", "2", "--bent-clips", "2", "--raised-clips", "2",
+         "--iterations", "3", "--channels", "16", "--precision", "bf16", "--output", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    tiny = sum(p.length for p in plan_split(0, "train", PRESETS["tiny"], "easy")[0])
+    assert metrics["frames"] == 2 * (tiny + 4 * 2 * 2)  # 1 frame per second, mirrored
+    assert metrics["precision"] == "bf16" and metrics["train_seconds"] > 0
+    assert {"val", "new_random_poses", "new_folded_poses", "new_raised_poses"} <= set(metrics)
+    load_pose_head(PoseHead(272, 16), str(out / "pose_head.pth"))
 
 
 def _drill_poses(name: str, seed: int = 0) -> np.ndarray:
