@@ -94,28 +94,6 @@ def test_pose_head_learns_rendered_frames(precision):
     assert list(per_joint) == list(JOINT_NAMES) and all(0 <= v <= 180 for v in per_joint.values())
 
 
-def test_pose_loss_elbow_weight_moves_weight_to_the_elbows_only():
-    """train_pose.py --elbow-weight: an error in an elbow's channels costs more, one elsewhere
-    less, and the weights keep a mean of 1 (an error in every channel costs the same)."""
-    from relocnet.modeling.backbone.pose import HEAD_CHANNELS, pose_targets_loss
-
-    actor = torch.ones(1, 2, 2)
-    target = torch.zeros(1, POSE_CHANNELS + 1, 2, 2)
-    j = (POSE_CHANNELS - 1) // 2
-
-    def loss(channels, weight):
-        out = torch.zeros(1, HEAD_CHANNELS, 2, 2)
-        out[:, 1 + torch.tensor(channels)] = 1.0
-        return float(pose_targets_loss(out, actor, target, elbow_weight=weight)["loss_pose"])
-
-    r_elbow_cos = [j + list(JOINT_NAMES).index("r_elbow")]
-    knee = [list(JOINT_NAMES).index("l_knee")]
-    assert loss(r_elbow_cos, 4.0) > 2 * loss(r_elbow_cos, 1.0)
-    assert loss(knee, 4.0) < 0.9 * loss(knee, 1.0)
-    every = list(range(POSE_CHANNELS))
-    assert loss(every, 4.0) == pytest.approx(loss(every, 1.0))
-
-
 def test_pose_head_training_rejects_an_unknown_precision():
     samples = render_pose_samples(plan_clips(0, ["squat"], 1, 2), (64, 80), 1, seed=0)
     feats = torch.zeros(len(samples.frames), 8, 4, 5, dtype=torch.float16)

@@ -76,8 +76,6 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="where the trunk and the head run (cpu, cuda)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                     help="the head's training arithmetic (bf16: autocast, float32 weights)")
-    ap.add_argument("--elbow-weight", type=float, default=1.0,
-                    help="the elbows' weight in the pose loss (the other joints' is 1)")
     ap.add_argument("--output", default="output/pose_head")
     args = ap.parse_args(argv)
     if args.workers < 1:
@@ -124,7 +122,7 @@ def main(argv=None) -> int:
     t1 = time.perf_counter()
     head = PoseHead(feats.shape[1], args.channels)
     losses = train_pose_head(head, feats, samples, iterations=args.iterations, batch_size=32,
-                             precision=args.precision, elbow_weight=args.elbow_weight)
+                             precision=args.precision)
     t2 = time.perf_counter()
     path = os.path.join(args.output, "pose_head.pth")
     with atomic_path(path) as tmp:
@@ -134,7 +132,6 @@ def main(argv=None) -> int:
                "random_seconds": args.random_seconds, "folded_clips": args.folded_clips,
                "bent_clips": args.bent_clips, "raised_clips": args.raised_clips,
                "device": args.device, "workers": args.workers, "precision": args.precision,
-               "elbow_weight": args.elbow_weight,
                "render_and_feature_seconds": round(t1 - t0, 1), "train_seconds": round(t2 - t1, 1),
                **losses, **{name: evaluate_pose_head(head, probe_feats[name], s)
                             for name, s in probes.items()}}

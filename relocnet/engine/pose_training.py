@@ -147,12 +147,11 @@ def trunk_features(trunk, frames: np.ndarray, pixel_mean, pixel_std, chunk: int 
 
 def train_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples, *,
                     iterations: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                    precision: str = "fp32", elbow_weight: float = 1.0,
-                    log_every: int = 200) -> Dict[str, float]:
+                    precision: str = "fp32", log_every: int = 200) -> Dict[str, float]:
     """Adam with a cosine schedule on the cached features (the head trains on their device);
     returns first / last mean losses. ``precision="bf16"``: the head's forward and backward run
     in bfloat16 autocast (weights, optimizer and loss stay float32; 2.5x faster on CPUs with
-    AMX / AVX512-BF16). ``elbow_weight``: ``pose_targets_loss``'s."""
+    AMX / AVX512-BF16)."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision {precision!r}: expected 'fp32' or 'bf16'")
     gen = torch.Generator().manual_seed(seed)
@@ -171,7 +170,7 @@ def train_pose_head(head: PoseHead, feats: torch.Tensor, samples: PoseSamples, *
         with torch.autocast(feats.device.type, dtype=torch.bfloat16,
                             enabled=precision == "bf16"):
             out = head(x)
-        losses = pose_targets_loss(out.float(), actor[idx], pose[idx], elbow_weight)
+        losses = pose_targets_loss(out.float(), actor[idx], pose[idx])
         loss = sum(losses.values())
         opt.zero_grad()
         loss.backward()

@@ -60,7 +60,6 @@ HEAD_CHANNELS = 1 + POSE_CHANNELS + 1
 # LEAN) in the mirror image: left and right swap (angles are in a mirrored convention, so a
 # joint's angle is its mirror twin's: actions.mirror_pose); the lean's sine changes sign
 _MIRROR_JOINTS = (2, 3, 0, 1, 6, 7, 4, 5, 8)
-_ELBOWS = (1, 3)  # L_EL, R_EL in that order
 
 
 def mirror_pose_channels(pose: torch.Tensor) -> torch.Tensor:
@@ -270,26 +269,19 @@ class PoseTrack(nn.Module):
         return out.reshape(m, n * HEAD_CHANNELS, *out.shape[2:])
 
 
-def pose_targets_loss(head_out: torch.Tensor, actor: torch.Tensor, pose: torch.Tensor,
-                      elbow_weight: float = 1.0) -> Dict[str, torch.Tensor]:
+def pose_targets_loss(head_out: torch.Tensor, actor: torch.Tensor, pose: torch.Tensor
+                      ) -> Dict[str, torch.Tensor]:
     """Training losses of a PoseHead: binary cross-entropy of the actor logit at every cell, and
     the smooth-L1 errors of the pose and of the pelvis offset at the cells an actor covers.
 
     Args:
         head_out: (N, HEAD_CHANNELS, h, w); actor: (N, h, w) in {0, 1}; pose: (N, P + 1, h, w)
             targets (the pose, then the pelvis offset).
-        elbow_weight: the elbows' sine and cosine channels weigh this much against the other
-            pose channels' 1 (the weights scaled to a mean of 1).
     """
     loss_actor = F.binary_cross_entropy_with_logits(head_out[:, 0], actor)
     m = actor.unsqueeze(1)
     err = F.smooth_l1_loss(head_out[:, 1:], pose, reduction="none", beta=0.1) * m
     n = m.sum().clamp(min=1.0)
-    w = torch.ones(POSE_CHANNELS, device=err.device)
-    j = (POSE_CHANNELS - 1) // 2
-    for k in _ELBOWS:
-        w[[k, j + k]] = elbow_weight
-    w = (w / w.mean()).view(1, -1, 1, 1)
     return {"loss_actor": loss_actor,
-            "loss_pose": (err[:, :POSE_CHANNELS] * w).sum() / (n * POSE_CHANNELS),
+            "loss_pose": err[:, :POSE_CHANNELS].sum() / (n * POSE_CHANNELS),
             "loss_offset": err[:, POSE_CHANNELS:].sum() / n}
