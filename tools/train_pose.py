@@ -20,9 +20,11 @@ random poses.
 
 ``--workers N`` renders in N processes (exactly the frames one process renders); ``--device cuda``
 computes the trunk's features and trains the head on a GPU (the same recipe; GPU arithmetic makes
-another head than the CPU's, as another training seed would). The shipped head: this recipe in
-3.8 min on an H200 with ``--workers 15 --device cuda``; without ``random_pose_raised`` it took
-77-94 min on 2 CPU cores (docs/RESULTS.md, session 16).
+another head than the CPU's, as another training seed would). ``--precision bf16`` trains the
+head in bfloat16 autocast (2.5x faster per step on CPUs with AMX / AVX512-BF16; slower where
+bfloat16 is emulated). The shipped head: this recipe in 3.8 min on an H200 with ``--workers 15
+--device cuda``; with ``--workers 2 --precision bf16`` it takes 24 min on 2 CPU cores with AMX
+(docs/RESULTS.md, sessions 16 and 17).
 Writes ``pose_head.pth`` (load it with MODEL.RELOC.POSE.WEIGHTS) and ``metrics.json``.
 """
 import argparse
