@@ -132,6 +132,8 @@ def trunk_features(trunk, frames: np.ndarray, pixel_mean, pixel_std, chunk: int 
     """(N, H, W, 3) uint8 -> (N, C, h, w) float16 PoseHead inputs from the frozen trunk, computed
     and kept on ``device`` (the trunk is moved there), written into one preallocated tensor (no
     second copy: 127,616 frames' features are 11 GB)."""
+    if len(frames) == 0:
+        raise ValueError("trunk_features: no frames (the plans rendered none)")
     trunk.to(device)
     mean = torch.tensor(pixel_mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(pixel_std, device=device).view(1, 3, 1, 1)
