@@ -158,38 +158,6 @@ def test_train_pose_end_to_end_writes_a_loadable_head(tmp_path):
     load_pose_head(PoseHead(272, 16), str(out / "pose_head.pth"))
 
 
-def test_train_pose_fine_tunes_from_init_on_training_class_clips(tmp_path, capsys):
-    """--init starts from a trained head (at learning rate 0 its weights come back unchanged, so
-    it was loaded and is what trained; BatchNorm's running statistics move); --class-clips adds 4 s clips of each hand-designed training
-    class; a head of another width fails before anything is rendered."""
-    tool = _train_pose_tool()
-    init = tmp_path / "init.pth"
-    torch.manual_seed(3)
-    torch.save(PoseHead(272, 16).state_dict(), init)
-    out = tmp_path / "ft"
-    assert tool.main(
-        ["--preset", "tiny", "--tiers", "easy", "--per-second", "1", "--random-clips", "0",
-         "--folded-clips", "0", "--bent-clips", "0", "--raised-clips", "0", "--class-clips", "2",
-         "--iterations", "2", "--lr", "0", "--channels", "16", "--init", str(init),
-         "--no-mirror", "--output", str(out)]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    tiny = sum(p.length for p in plan_split(0, "train", PRESETS["tiny"], "easy")[0])
-    hand = [a.name for a in classes("train", procedural=False)]
-    clips = plan_clips(1000, hand, 1, 4, "easy") + plan_clips(1001, hand, 1, 4, "hard")
-    assert len(clips) == 32 and {c.actors[0].segments[0].name for c in clips} == set(hand)
-    assert metrics["frames"] == tiny + sum(c.length for c in clips)  # walks may be shorter
-    before, after = torch.load(init), torch.load(out / "pose_head.pth")
-    weights = [k for k, _ in PoseHead(272, 16).named_parameters()]
-    assert before.keys() == after.keys() and len(weights) > 10
-    for k in weights:
-        torch.testing.assert_close(after[k], before[k])
-    assert not torch.equal(after["body.0.norm.running_mean"], before["body.0.norm.running_mean"])
-    with pytest.raises(SystemExit):
-        tool.main(["--init", str(init), "--channels", "32", "--output", str(tmp_path / "no")])
-    assert f"--init {init}: " in capsys.readouterr().err
-    assert not (tmp_path / "no").exists()
-
-
 def _drill_poses(name: str, seed: int = 0) -> np.ndarray:
     """(900, POSE_DIM) poses of a pose-head drill: 100 random instances at 9 times over 2 s; each
     drill is deterministic, finite, and never a query class."""

@@ -3,9 +3,8 @@
 
     python tools/train_pose.py [--tiers easy standard] [--preset small] [--per-second 4] \\
         [--random-clips 400] [--random-seconds 4] [--folded-clips 2000] [--bent-clips 2000] \\
-        [--raised-clips 2000] [--class-clips 0] [--channels 192] [--iterations 20000] \\
-        [--lr 1e-3] [--init HEAD] [--no-mirror] [--workers 1] [--device cpu] [--precision fp32] \\
-        [--output output/pose_head]
+        [--raised-clips 2000] [--channels 192] [--iterations 20000] [--no-mirror] \\
+        [--workers 1] [--device cpu] [--precision fp32] [--output output/pose_head]
 
 Frames of the *training* split's plans of each tier (their classes only; nothing is read from
 disk) and of clips of one actor in random poses (``random_pose``: every joint drifts on its own,
@@ -39,18 +38,17 @@ import numpy as np
 import torch
 
 from relocnet.data.synthetic.actions import (RANDOM_POSE, RANDOM_POSE_BENT, RANDOM_POSE_FOLDED,
-                                             RANDOM_POSE_RAISED, classes)
+                                             RANDOM_POSE_RAISED)
 from relocnet.data.synthetic.plan import PRESETS, TIERS, plan_clips, plan_split
 from relocnet.engine.pose_training import (evaluate_pose_head, render_pose_samples,
                                            train_pose_head, trunk_features, with_mirror_images)
 from relocnet.modeling.backbone.efficientnet import EfficientNetLiteBackbone
-from relocnet.modeling.backbone.pose import PoseHead, load_pose_head, pose_input_channels
+from relocnet.modeling.backbone.pose import PoseHead
 from relocnet.utils.fileio import atomic_path, write_json_atomic
 
 SIZE = (128, 160)  # the SynthReloc configs' INPUT.VIDEO.HEIGHT / WIDTH
 MEAN = STD = [127.5] * 3  # EfficientNet-Lite inputs in [-1, 1]
 CLIP_S = 2  # folded-pose and scoring clips: the shortest clip plan_clips makes
-CLASS_S = 4  # training-class clips: as long as tools/learnability.py's
 
 
 def main(argv=None) -> int:
@@ -71,15 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--raised-clips", type=int, default=2000,
                     help="also this many clips of 2 s of random poses with raised arms whose "
                          "forearms swing (half with large, half with small actors)")
-    ap.add_argument("--class-clips", type=int, default=0,
-                    help="also this many clips of 4 s of one actor doing each hand-designed "
-                         "training class (half with large, half with small actors; clip seeds "
-                         "from 1000 on, apart from tools/learnability.py's)")
     ap.add_argument("--iterations", type=int, default=20000)
-    ap.add_argument("--lr", type=float, default=1e-3, help="Adam's initial learning rate (cosine)")
-    ap.add_argument("--init", default="",
-                    help="start from this trained head (a file or model_zoo:NAME) instead of "
-                         "random weights: a fine-tune")
     ap.add_argument("--no-mirror", action="store_true",
                     help="do not add the mirror image of every training frame")
     ap.add_argument("--channels", type=int, default=192, help="MODEL.RELOC.POSE.CHANNELS")
@@ -98,15 +88,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     t0 = time.perf_counter()
-    trunk = EfficientNetLiteBackbone(weights="model_zoo:efficientnet_lite0", mirror_average=False)
-    head = PoseHead(pose_input_channels(trunk), args.channels)
-    if args.init:  # before any rendering: a missing head or one of another shape fails at once
-        try:
-            load_pose_head(head, args.init)
-        except (OSError, ValueError, RuntimeError) as e:
-            ap.error(f"--init {args.init}: {e}")
     train, val = [], []
-    hand_classes = [a.name for a in classes("train", procedural=False)]
     for tier in args.tiers:
         train += plan_split(args.seed, "train", PRESETS[args.preset], tier)[0]
         val += plan_split(args.seed, "val", PRESETS[args.preset], tier)[0][:20]
@@ -119,8 +101,6 @@ def main(argv=None) -> int:
                             tier)
         train += plan_clips(args.seed + 30 + k, [RANDOM_POSE_RAISED], args.raised_clips // 2,
                             CLIP_S, tier)
-        train += plan_clips(args.seed + 1000 + k, hand_classes, args.class_clips // 2, CLASS_S,
-                            tier)
     samples = render_pose_samples(train, SIZE, args.per_second, seed=args.seed,
                                   workers=args.workers)
     if not args.no_mirror:
@@ -134,6 +114,7 @@ def main(argv=None) -> int:
         probes[name] = render_pose_samples(plan_clips(args.seed + 100 + 10 * k, [kind], 50, CLIP_S,
                                                       "easy"), SIZE, 2, seed=args.seed + 2 + k,
                                                workers=args.workers)
+    trunk = EfficientNetLiteBackbone(weights="model_zoo:efficientnet_lite0", mirror_average=False)
     n_frames = len(samples.frames)
     feats = trunk_features(trunk, samples.frames, MEAN, STD, device=args.device)
     # the head trains on the features: the 7.8 GB of frames are freed (a new array, not a view)
@@ -141,8 +122,9 @@ def main(argv=None) -> int:
     probe_feats = {name: trunk_features(trunk, s.frames, MEAN, STD, device=args.device)
                    for name, s in probes.items()}
     t1 = time.perf_counter()
+    head = PoseHead(feats.shape[1], args.channels)
     losses = train_pose_head(head, feats, samples, iterations=args.iterations, batch_size=32,
-                             lr=args.lr, precision=args.precision)
+                             precision=args.precision)
     t2 = time.perf_counter()
     path = os.path.join(args.output, "pose_head.pth")
     with atomic_path(path) as tmp:
@@ -151,8 +133,6 @@ def main(argv=None) -> int:
                "preset": args.preset, "random_clips": args.random_clips,
                "random_seconds": args.random_seconds, "folded_clips": args.folded_clips,
                "bent_clips": args.bent_clips, "raised_clips": args.raised_clips,
-               "class_clips": args.class_clips, "init": args.init, "lr": args.lr,
-               "iterations": args.iterations,
                "device": args.device, "workers": args.workers, "precision": args.precision,
                "render_and_feature_seconds": round(t1 - t0, 1), "train_seconds": round(t2 - t1, 1),
                **losses, **{name: evaluate_pose_head(head, probe_feats[name], s)
